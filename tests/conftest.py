@@ -1,0 +1,72 @@
+"""Shared fixtures: the backend fixture (numpy, array_api_strict, cupy) and Hypothesis profiles.
+
+Every test that takes ``backend`` runs once per array library.  ``backend.asarray`` turns a
+NumPy array (the tests' references are computed in NumPy) into that library's array and
+``backend.to_numpy`` brings a result back for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from npattn.backend import cupy_available, to_numpy
+
+settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One array library as the tests see it."""
+
+    name: str
+    xp: ModuleType
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """A NumPy array (or nested list) as this library's array, optionally cast."""
+        a = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
+        return self.xp.asarray(a)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return to_numpy(a)
+
+    def dtype(self, name: str) -> Any:
+        return getattr(self.xp, name)
+
+
+def _make_backend(name: str) -> Backend:
+    if name == "numpy":
+        import array_api_compat.numpy as xp
+        return Backend("numpy", xp)
+    if name == "array_api_strict":
+        import array_api_strict as xp
+        return Backend("array_api_strict", xp)
+    ok, why = cupy_available()
+    if not ok:
+        pytest.skip(f"cupy backend skipped: {why}")
+    import array_api_compat.cupy as xp
+    return Backend("cupy", xp)
+
+
+BACKENDS = ["numpy", "array_api_strict", "cupy"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> Backend:
+    """Each array library in turn; cupy is skipped, with the reason, where it has no GPU."""
+    return _make_backend(request.param)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
