@@ -1,7 +1,11 @@
-"""Element-wise activations and softmax: ``relu``, ``sigmoid``, ``softmax``.
+"""Element-wise activations and softmax: ``relu``, ``sigmoid``, ``softmax``, ``tanh``,
+``hardsigmoid``, ``hardswish``.
 
-Each backward keeps only the forward's output ``y``: every derivative here is a function of it.
-Derivations: ``docs/ops/activation.md``.
+The smooth ones keep only the forward's output ``y``: their derivatives are functions of it.
+The hard ones (piecewise, with kinks at ``x = -3`` and ``x = 3``) keep their input ``x``, since
+which piece applies is decided on ``x`` (exactly as PyTorch decides it).
+Derivations: ``docs/ops/activation.md`` and, for ``tanh``, ``hardsigmoid`` and ``hardswish``,
+``docs/ops/activation_extra.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ __all__ = [
     "relu_forward", "relu_backward",
     "sigmoid_forward", "sigmoid_backward",
     "softmax_forward", "softmax_backward",
+    "tanh_forward", "tanh_backward",
+    "hardsigmoid_forward", "hardsigmoid_backward",
+    "hardswish_forward", "hardswish_backward",
 ]
 
 
@@ -23,6 +30,12 @@ class OutputCache(NamedTuple):
     """What an activation's backward needs: its output ``y``."""
 
     y: Any
+
+
+class InputCache(NamedTuple):
+    """What a piecewise activation's backward needs: its input ``x``, which picks the piece."""
+
+    x: Any
 
 
 class SoftmaxCache(NamedTuple):
@@ -135,6 +148,101 @@ def softmax_backward(dy: Any, cache: SoftmaxCache) -> Any:
     return y * (dy - xp.sum(dy * y, axis=cache.axis, keepdims=True))
 
 
+# ----------------------------------------------------------------------------------------- tanh
+
+def tanh_forward(x: Any) -> tuple[Any, OutputCache]:
+    """``y = tanh(x)``.
+
+    Parameters
+    ----------
+    x : array, any shape, float32 or float64
+
+    Returns
+    -------
+    y : array, the shape and dtype of ``x``, in [-1, 1]
+    cache : OutputCache
+        ``y``.
+    """
+    xp = namespace("tanh", x=x)
+    check_float_array("tanh", "x", x)
+    y = xp.tanh(x)
+    return y, OutputCache(y)
+
+
+def tanh_backward(dy: Any, cache: OutputCache) -> Any:
+    """``dx = dy * (1 - y^2)``."""
+    check_shape("tanh_backward", "dy", dy, cache.y.shape)
+    namespace("tanh_backward", dy=dy, y=cache.y)
+    y = cache.y
+    return dy * (1.0 - y * y)
+
+
+# ---------------------------------------------------------------------------------- hardsigmoid
+
+def hardsigmoid_forward(x: Any) -> tuple[Any, InputCache]:
+    """``y = min(max(x + 3, 0), 6) / 6``, PyTorch's ``hardsigmoid``.
+
+    Parameters
+    ----------
+    x : array, any shape, float32 or float64
+
+    Returns
+    -------
+    y : array, the shape and dtype of ``x``, in [0, 1]
+    cache : InputCache
+        ``x`` (the piece is decided on ``x``, see :func:`hardsigmoid_backward`).
+    """
+    xp = namespace("hardsigmoid", x=x)
+    check_float_array("hardsigmoid", "x", x)
+    return xp.clip(x + 3.0, 0.0, 6.0) / 6.0, InputCache(x)
+
+
+def hardsigmoid_backward(dy: Any, cache: InputCache) -> Any:
+    """``dx = dy / 6`` where ``-3 < x < 3``, else ``0``.
+
+    At the kinks ``x = -3`` and ``x = 3`` the derivative is taken as 0, as in PyTorch.
+    """
+    check_shape("hardsigmoid_backward", "dy", dy, cache.x.shape)
+    xp = namespace("hardsigmoid_backward", dy=dy, x=cache.x)
+    x = cache.x
+    inside = (x > -3.0) & (x < 3.0)
+    return xp.where(inside, dy / 6.0, xp.zeros_like(dy))
+
+
+# ------------------------------------------------------------------------------------ hardswish
+
+def hardswish_forward(x: Any) -> tuple[Any, InputCache]:
+    """``y = x * min(max(x + 3, 0), 6) / 6``, PyTorch's ``hardswish``.
+
+    Parameters
+    ----------
+    x : array, any shape, float32 or float64
+
+    Returns
+    -------
+    y : array, the shape and dtype of ``x``
+    cache : InputCache
+        ``x``.
+    """
+    xp = namespace("hardswish", x=x)
+    check_float_array("hardswish", "x", x)
+    return x * xp.clip(x + 3.0, 0.0, 6.0) / 6.0, InputCache(x)
+
+
+def hardswish_backward(dy: Any, cache: InputCache) -> Any:
+    """``dx = dy * s(x)`` with ``s = 0`` for ``x < -3``, ``x/3 + 1/2`` for ``-3 <= x <= 3``, ``1`` above.
+
+    At the kinks the middle piece's slope is used, as PyTorch's ``hardswish_backward`` does
+    (its CUDA kernel and the scalar path of its CPU kernel): ``s(-3) = -1/2``, ``s(3) = 3/2``.
+    """
+    check_shape("hardswish_backward", "dy", dy, cache.x.shape)
+    xp = namespace("hardswish_backward", dy=dy, x=cache.x)
+    x = cache.x
+    middle = x / 3.0 + 0.5
+    slope = xp.where(x < -3.0, xp.zeros_like(x), xp.where(x <= 3.0, middle, xp.ones_like(x)))
+    return dy * slope
+
+
 # ----------------------------------------------------------------------------------- registry
 
 def _away_from_zero(rng, shape, margin=0.1):
@@ -150,3 +258,22 @@ register_op("sigmoid", sigmoid_forward, sigmoid_backward,
             lambda rng: ((2.0 * rng.standard_normal((2, 3, 4)),), {}), doc="ops/activation.md")
 register_op("softmax", softmax_forward, softmax_backward,
             lambda rng: ((rng.standard_normal((2, 3, 5)),), {"axis": 1}), doc="ops/activation.md")
+
+
+def _away_from_kinks(rng, shape, kinks=(-3.0, 3.0), margin=0.1, spread=2.5):
+    """Normal draws (standard deviation ``spread``) moved at least ``margin`` away from each kink."""
+    x = spread * rng.standard_normal(shape)
+    for k in kinks:
+        near = abs(x - k) < margin
+        x = x + near * (margin * (2.0 * (x >= k) - 1.0) - (x - k))
+    return x
+
+
+register_op("tanh", tanh_forward, tanh_backward,
+            lambda rng: ((rng.standard_normal((2, 3, 4)),), {}), doc="ops/activation_extra.md")
+register_op("hardsigmoid", hardsigmoid_forward, hardsigmoid_backward,
+            lambda rng: ((_away_from_kinks(rng, (2, 3, 4)),), {}),
+            doc="ops/activation_extra.md", tags=("kink",))
+register_op("hardswish", hardswish_forward, hardswish_backward,
+            lambda rng: ((_away_from_kinks(rng, (2, 3, 4)),), {}),
+            doc="ops/activation_extra.md", tags=("kink",))
