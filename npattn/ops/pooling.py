@@ -1,0 +1,487 @@
+"""Pooling, PyTorch's semantics: global, per-pixel across channels, windowed, and adaptive.
+
+* ``global_avg_pool2d``, ``global_max_pool2d``: (N, C, H, W) -> (N, C, 1, 1);
+* ``channel_mean``, ``channel_max``: (N, C, H, W) -> (N, 1, H, W);
+* ``max_pool2d``, ``avg_pool2d``: windows of ``kernel_size``, ``stride`` apart, over an input
+  padded by ``padding`` (at most half the kernel, as PyTorch demands);
+* ``adaptive_avg_pool2d``: PyTorch's bins, ``start = floor(i H / H_out)``,
+  ``end = ceil((i + 1) H / H_out)``.
+
+**The tie rule of every max.**  A max sends its whole gradient to the *first* maximum in index
+order, as PyTorch does: row-major within a window or over ``H x W``, the lowest channel for
+``channel_max``.  A NaN counts as the maximum (the first NaN gets the gradient), and a padded
+cell of ``max_pool2d`` never wins, even against a window of ``-inf``.  Max ops cache the index
+of the winner, never the input.  Derivations: ``docs/ops/pooling.md``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, NamedTuple
+
+from array_api_compat import array_namespace, device
+
+from ..backend import namespace
+from ..checks import argument_error, check_float_array, check_shape, int_pair
+from ._geometry import check_window_fits, col2im, crop2d, im2col, pad2d
+from ._registry import register_op
+
+__all__ = [
+    "global_avg_pool2d_forward", "global_avg_pool2d_backward",
+    "global_max_pool2d_forward", "global_max_pool2d_backward",
+    "channel_mean_forward", "channel_mean_backward",
+    "channel_max_forward", "channel_max_backward",
+    "max_pool2d_forward", "max_pool2d_backward",
+    "avg_pool2d_forward", "avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
+]
+
+_NO_DILATION = (1, 1)
+
+
+class ShapeCache(NamedTuple):
+    """A mean's backward needs only the input's shape."""
+
+    shape: tuple[int, ...]
+
+
+class IndexCache(NamedTuple):
+    """A max's backward needs the index of the first maximum along the reduced axis (kept
+    as a size-1 axis) and the input's shape."""
+
+    index: Any
+    shape: tuple[int, ...]
+
+
+class WindowCache(NamedTuple):
+    """A windowed pool's geometry; ``index`` is the winning tap (row-major in the window) of
+    each output for ``max_pool2d``, shape (N, C, 1, H_out, W_out), and ``None`` for
+    ``avg_pool2d``."""
+
+    shape: tuple[int, int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    out_hw: tuple[int, int]
+    index: Any = None
+
+
+class AdaptiveCache(NamedTuple):
+    """The input's shape and the two averaging matrices: ``rows`` (H_out, H), ``cols``
+    (W_out, W)."""
+
+    shape: tuple[int, int, int, int]
+    rows: Any
+    cols: Any
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def _check_nchw(op: str, x: Any) -> ModuleType:
+    """The namespace of ``x``, after checking it is a real floating (N, C, H, W) array."""
+    xp = namespace(op, x=x)
+    check_float_array(op, "x", x, ndim=4, layout="(N, C, H, W)")
+    return xp
+
+
+def _first_max(v: Any, axis: int, valid: Any = None) -> tuple[Any, Any]:
+    """The maximum of ``v`` along ``axis`` and the index of its first occurrence.
+
+    Both keep ``axis`` with size 1.  Entries where ``valid`` is false never win; a NaN wins
+    (the first NaN), and the maximum is then NaN.
+    """
+    xp = array_namespace(v)
+    m = xp.max(v, axis=axis, keepdims=True)
+    hit = (v == m) | xp.isnan(v)
+    if valid is not None:
+        hit = hit & valid
+    # argmax returns the first index of the largest value, here the first hit.
+    index = xp.argmax(xp.astype(hit, xp.int8), axis=axis, keepdims=True)
+    return m, index
+
+
+def _route(g: Any, index: Any, size: int, axis: int) -> Any:
+    """The adjoint of taking the entries at ``index`` along ``axis``: ``g`` where the position
+    along ``axis`` (of length ``size``) equals ``index``, zero elsewhere.
+
+    ``index`` and ``g`` have ``axis`` with size 1.
+    """
+    xp = array_namespace(g, index)
+    position = xp.arange(size, dtype=index.dtype, device=device(index))
+    position = xp.reshape(position, (1,) * axis + (size,) + (1,) * (index.ndim - axis - 1))
+    zero = xp.zeros((), dtype=g.dtype, device=device(g))
+    return xp.where(position == index, g, zero)
+
+
+def _spread(dy: Any, shape: tuple[int, ...], count: int) -> Any:
+    """The adjoint of a mean over ``count`` entries: ``dy / count`` copied to ``shape``."""
+    xp = array_namespace(dy)
+    return xp.asarray(xp.broadcast_to(dy / count, shape), copy=True)
+
+
+# ---------------------------------------------------------------------------- global pooling
+
+def global_avg_pool2d_forward(x: Any) -> tuple[Any, ShapeCache]:
+    """``y[n, c] = mean over (h, w) of x[n, c, h, w]``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+
+    Returns
+    -------
+    y : array, shape (N, C, 1, 1), the dtype of ``x``
+    cache : ShapeCache
+        The shape of ``x``.
+    """
+    xp = _check_nchw("global_avg_pool2d", x)
+    return xp.mean(x, axis=(2, 3), keepdims=True), ShapeCache(tuple(x.shape))
+
+
+def global_avg_pool2d_backward(dy: Any, cache: ShapeCache) -> Any:
+    """``dx[n, c, h, w] = dy[n, c] / (H W)``.
+
+    Parameters
+    ----------
+    dy : array, shape (N, C, 1, 1)
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    """
+    n, c, h, w = cache.shape
+    check_shape("global_avg_pool2d_backward", "dy", dy, (n, c, 1, 1))
+    return _spread(dy, cache.shape, h * w)
+
+
+def global_max_pool2d_forward(x: Any) -> tuple[Any, IndexCache]:
+    """``y[n, c] = max over (h, w) of x[n, c, h, w]``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+
+    Returns
+    -------
+    y : array, shape (N, C, 1, 1), the dtype of ``x``
+    cache : IndexCache
+        The row-major position ``h W + w`` of the first maximum, shape (N, C, 1), and the
+        shape of ``x``.
+    """
+    xp = _check_nchw("global_max_pool2d", x)
+    n, c, h, w = x.shape
+    m, index = _first_max(xp.reshape(x, (n, c, h * w)), axis=2)
+    return xp.reshape(m, (n, c, 1, 1)), IndexCache(index, tuple(x.shape))
+
+
+def global_max_pool2d_backward(dy: Any, cache: IndexCache) -> Any:
+    """``dx[n, c, h, w] = dy[n, c]`` at the first maximum of ``x[n, c]``, else 0.
+
+    Parameters
+    ----------
+    dy : array, shape (N, C, 1, 1)
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    """
+    n, c, h, w = cache.shape
+    check_shape("global_max_pool2d_backward", "dy", dy, (n, c, 1, 1))
+    xp = namespace("global_max_pool2d_backward", dy=dy, index=cache.index)
+    dx = _route(xp.reshape(dy, (n, c, 1)), cache.index, h * w, axis=2)
+    return xp.reshape(dx, cache.shape)
+
+
+# --------------------------------------------------------------------------- across channels
+
+def channel_mean_forward(x: Any) -> tuple[Any, ShapeCache]:
+    """``y[n, 0, h, w] = mean over c of x[n, c, h, w]``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+
+    Returns
+    -------
+    y : array, shape (N, 1, H, W), the dtype of ``x``
+    cache : ShapeCache
+        The shape of ``x``.
+    """
+    xp = _check_nchw("channel_mean", x)
+    return xp.mean(x, axis=1, keepdims=True), ShapeCache(tuple(x.shape))
+
+
+def channel_mean_backward(dy: Any, cache: ShapeCache) -> Any:
+    """``dx[n, c, h, w] = dy[n, 0, h, w] / C``.
+
+    Parameters
+    ----------
+    dy : array, shape (N, 1, H, W)
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    """
+    n, c, h, w = cache.shape
+    check_shape("channel_mean_backward", "dy", dy, (n, 1, h, w))
+    return _spread(dy, cache.shape, c)
+
+
+def channel_max_forward(x: Any) -> tuple[Any, IndexCache]:
+    """``y[n, 0, h, w] = max over c of x[n, c, h, w]``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+
+    Returns
+    -------
+    y : array, shape (N, 1, H, W), the dtype of ``x``
+    cache : IndexCache
+        The lowest channel holding the maximum, shape (N, 1, H, W), and the shape of ``x``.
+    """
+    _check_nchw("channel_max", x)
+    y, index = _first_max(x, axis=1)
+    return y, IndexCache(index, tuple(x.shape))
+
+
+def channel_max_backward(dy: Any, cache: IndexCache) -> Any:
+    """``dx[n, c, h, w] = dy[n, 0, h, w]`` for the first channel ``c`` holding the maximum,
+    else 0.
+
+    Parameters
+    ----------
+    dy : array, shape (N, 1, H, W)
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    """
+    n, c, h, w = cache.shape
+    check_shape("channel_max_backward", "dy", dy, (n, 1, h, w))
+    namespace("channel_max_backward", dy=dy, index=cache.index)
+    return _route(dy, cache.index, c, axis=1)
+
+
+# -------------------------------------------------------------------------- windowed pooling
+
+def _window_args(op: str, x: Any, kernel_size: Any, stride: Any,
+                 padding: Any) -> tuple[tuple[int, int], ...]:
+    """Read and check ``kernel_size``, ``stride`` (``None``: the kernel) and ``padding``.
+
+    Returns ``(kernel, stride, padding, out_hw)``, each a pair of ints.
+    """
+    kernel = int_pair(op, "kernel_size", kernel_size, minimum=1)
+    stride = kernel if stride is None else int_pair(op, "stride", stride, minimum=1)
+    padding = int_pair(op, "padding", padding, minimum=0)
+    half = (kernel[0] // 2, kernel[1] // 2)
+    if padding[0] > half[0] or padding[1] > half[1]:
+        raise argument_error(op, "padding", f"at most half the kernel size, {half}", padding)
+    out_hw = check_window_fits(op, "kernel_size", tuple(x.shape[2:]), kernel, stride, padding,
+                               _NO_DILATION)
+    return kernel, stride, padding, out_hw
+
+
+def _padded_hw(cache: WindowCache) -> tuple[int, int]:
+    return tuple(n + 2 * p for n, p in zip(cache.shape[2:], cache.padding))  # type: ignore
+
+
+def _check_window_dy(op: str, dy: Any, cache: WindowCache) -> None:
+    check_shape(op, "dy", dy, (*cache.shape[:2], *cache.out_hw))
+
+
+def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None,
+                       padding: Any = 0) -> tuple[Any, WindowCache]:
+    """``y[n, c, oh, ow] = max over (i, j) of xpad[n, c, oh s_h + i, ow s_w + j]``.
+
+    ``xpad`` is ``x`` padded with ``-inf``; a padded cell never wins (see the module's tie
+    rule).  ``H_out = floor((H + 2 p_h - k_h) / s_h) + 1``, likewise ``W_out``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    kernel_size : int or pair of int, >= 1
+    stride : int or pair of int, >= 1, optional
+        Defaults to ``kernel_size``.
+    padding : int or pair of int, 0 <= padding <= kernel_size // 2
+
+    Returns
+    -------
+    y : array, shape (N, C, H_out, W_out), the dtype of ``x``
+    cache : WindowCache
+        The geometry and the first winning tap of every window.
+    """
+    xp = _check_nchw("max_pool2d", x)
+    kernel, stride, padding, out_hw = _window_args("max_pool2d", x, kernel_size, stride, padding)
+    n, c, h, w = x.shape
+    taps = kernel[0] * kernel[1]
+    cols = im2col(pad2d(x, padding, float("-inf")), kernel, stride, _NO_DILATION, out_hw)
+    valid = None
+    if padding != (0, 0):  # which taps of each window read a real cell, not padding
+        ones = xp.ones((1, 1, h, w), dtype=x.dtype, device=device(x))
+        valid = im2col(pad2d(ones, padding, 0.0), kernel, stride, _NO_DILATION, out_hw) > 0
+        valid = xp.reshape(valid, (1, 1, taps, *out_hw))
+    m, index = _first_max(xp.reshape(cols, (n, c, taps, *out_hw)), axis=2, valid=valid)
+    y = xp.reshape(m, (n, c, *out_hw))
+    return y, WindowCache(tuple(x.shape), kernel, stride, padding, out_hw, index)
+
+
+def max_pool2d_backward(dy: Any, cache: WindowCache) -> Any:
+    """``dx = crop(col2im(g))`` with ``g[n, c, i, j, oh, ow] = dy[n, c, oh, ow]`` at the
+    winning tap ``(i, j)`` of window ``(oh, ow)``, else 0.
+
+    Parameters
+    ----------
+    dy : array, shape (N, C, H_out, W_out)
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    """
+    _check_window_dy("max_pool2d_backward", dy, cache)
+    xp = namespace("max_pool2d_backward", dy=dy, index=cache.index)
+    (n, c, _, _), (kh, kw) = cache.shape, cache.kernel
+    g = _route(xp.expand_dims(dy, axis=2), cache.index, kh * kw, axis=2)
+    g = xp.reshape(g, (n, c, kh, kw, *cache.out_hw))
+    return crop2d(col2im(g, _padded_hw(cache), cache.stride, _NO_DILATION), cache.padding)
+
+
+def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None,
+                       padding: Any = 0) -> tuple[Any, WindowCache]:
+    """``y[n, c, oh, ow] = sum over (i, j) of xpad[n, c, oh s_h + i, ow s_w + j] / (k_h k_w)``.
+
+    ``xpad`` is ``x`` padded with zeros, and the padded zeros count in the divisor
+    (PyTorch's default ``count_include_pad=True``).  Output size as for :func:`max_pool2d_forward`.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    kernel_size : int or pair of int, >= 1
+    stride : int or pair of int, >= 1, optional
+        Defaults to ``kernel_size``.
+    padding : int or pair of int, 0 <= padding <= kernel_size // 2
+
+    Returns
+    -------
+    y : array, shape (N, C, H_out, W_out), the dtype of ``x``
+    cache : WindowCache
+        The geometry (``index`` is ``None``).
+    """
+    xp = _check_nchw("avg_pool2d", x)
+    kernel, stride, padding, out_hw = _window_args("avg_pool2d", x, kernel_size, stride, padding)
+    cols = im2col(pad2d(x, padding), kernel, stride, _NO_DILATION, out_hw)
+    y = xp.mean(cols, axis=(2, 3))
+    return y, WindowCache(tuple(x.shape), kernel, stride, padding, out_hw)
+
+
+def avg_pool2d_backward(dy: Any, cache: WindowCache) -> Any:
+    """``dx = crop(col2im(g))`` with ``g[n, c, i, j, oh, ow] = dy[n, c, oh, ow] / (k_h k_w)``.
+
+    Parameters
+    ----------
+    dy : array, shape (N, C, H_out, W_out)
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    """
+    _check_window_dy("avg_pool2d_backward", dy, cache)
+    xp = namespace("avg_pool2d_backward", dy=dy)
+    (n, c, _, _), (kh, kw) = cache.shape, cache.kernel
+    g = xp.reshape(dy / (kh * kw), (n, c, 1, 1, *cache.out_hw))
+    g = xp.broadcast_to(g, (n, c, kh, kw, *cache.out_hw))
+    return crop2d(col2im(g, _padded_hw(cache), cache.stride, _NO_DILATION), cache.padding)
+
+
+# -------------------------------------------------------------------------- adaptive pooling
+
+def _bin_matrix(xp: ModuleType, size: int, out: int, dtype: Any, dev: Any) -> Any:
+    """The (out, size) matrix averaging PyTorch's adaptive bins along one axis.
+
+    Row ``i`` holds ``1 / (end - start)`` on ``[start, end)``, ``start = floor(i size / out)``,
+    ``end = ceil((i + 1) size / out)``, and zeros elsewhere.
+    """
+    i = xp.arange(out, device=dev)
+    start = (i * size) // out
+    end = ((i + 1) * size + out - 1) // out
+    k = xp.arange(size, device=dev)
+    inside = (k[None, :] >= start[:, None]) & (k[None, :] < end[:, None])
+    weight = 1.0 / xp.astype(end - start, dtype)
+    return xp.where(inside, weight[:, None], xp.zeros((), dtype=dtype, device=dev))
+
+
+def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, AdaptiveCache]:
+    """``y[n, c] = A_h x[n, c] A_w^T``, with ``A_h``, ``A_w`` averaging PyTorch's bins.
+
+    Bin ``i`` of an axis of length ``H`` cut into ``H_out`` is ``[floor(i H / H_out),
+    ceil((i + 1) H / H_out))``; bins may overlap, and ``H_out > H`` is allowed.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    output_size : int or pair of int, >= 1
+        ``(H_out, W_out)``.
+
+    Returns
+    -------
+    y : array, shape (N, C, H_out, W_out), the dtype of ``x``
+    cache : AdaptiveCache
+        The shape of ``x`` and the matrices ``A_h`` (H_out, H) and ``A_w`` (W_out, W).
+    """
+    xp = _check_nchw("adaptive_avg_pool2d", x)
+    out_h, out_w = int_pair("adaptive_avg_pool2d", "output_size", output_size, minimum=1)
+    h, w = x.shape[2:]
+    rows = _bin_matrix(xp, h, out_h, x.dtype, device(x))
+    cols = _bin_matrix(xp, w, out_w, x.dtype, device(x))
+    y = xp.matmul(xp.matmul(rows, x), xp.matrix_transpose(cols))
+    return y, AdaptiveCache(tuple(x.shape), rows, cols)
+
+
+def adaptive_avg_pool2d_backward(dy: Any, cache: AdaptiveCache) -> Any:
+    """``dx[n, c] = A_h^T dy[n, c] A_w``.
+
+    Parameters
+    ----------
+    dy : array, shape (N, C, H_out, W_out)
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    """
+    shape, rows, cols = cache
+    check_shape("adaptive_avg_pool2d_backward", "dy", dy, (*shape[:2], rows.shape[0], cols.shape[0]))
+    xp = namespace("adaptive_avg_pool2d_backward", dy=dy, rows=rows)
+    return xp.matmul(xp.matmul(xp.matrix_transpose(rows), dy), cols)
+
+
+# ----------------------------------------------------------------------------------- registry
+
+def _distinct(rng, shape):
+    """Values in [-2, 2) at least ``4 / size`` apart, so no max has a tie within a finite
+    difference's step."""
+    size = 1
+    for n in shape:
+        size *= n
+    return (4.0 * rng.permutation(size) / size - 2.0).reshape(shape)
+
+
+_DOC = "ops/pooling.md"
+register_op("global_avg_pool2d", global_avg_pool2d_forward, global_avg_pool2d_backward,
+            lambda rng: ((rng.standard_normal((2, 3, 4, 5)),), {}), doc=_DOC, linear=True)
+register_op("global_max_pool2d", global_max_pool2d_forward, global_max_pool2d_backward,
+            lambda rng: ((_distinct(rng, (2, 3, 4, 5)),), {}), doc=_DOC, tags=("kink",))
+register_op("channel_mean", channel_mean_forward, channel_mean_backward,
+            lambda rng: ((rng.standard_normal((2, 4, 3, 5)),), {}), doc=_DOC, linear=True)
+register_op("channel_max", channel_max_forward, channel_max_backward,
+            lambda rng: ((_distinct(rng, (2, 4, 3, 5)),), {}), doc=_DOC, tags=("kink",))
+register_op("max_pool2d", max_pool2d_forward, max_pool2d_backward,
+            lambda rng: ((_distinct(rng, (2, 3, 7, 6)),),
+                         {"kernel_size": 3, "stride": 2, "padding": 1}),
+            doc=_DOC, tags=("kink",))
+register_op("avg_pool2d", avg_pool2d_forward, avg_pool2d_backward,
+            lambda rng: ((rng.standard_normal((2, 3, 7, 6)),),
+                         {"kernel_size": (3, 2), "stride": (2, 1), "padding": (1, 0)}),
+            doc=_DOC, linear=True)
+register_op("adaptive_avg_pool2d", adaptive_avg_pool2d_forward, adaptive_avg_pool2d_backward,
+            lambda rng: ((rng.standard_normal((2, 3, 7, 5)),), {"output_size": (3, 2)}),
+            doc=_DOC, linear=True)
