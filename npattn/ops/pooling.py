@@ -67,12 +67,10 @@ class WindowCache(NamedTuple):
 
 
 class AdaptiveCache(NamedTuple):
-    """The input's shape and the two averaging matrices: ``rows`` (H_out, H), ``cols``
-    (W_out, W)."""
+    """The input's shape and the output size; the bins follow from them."""
 
     shape: tuple[int, int, int, int]
-    rows: Any
-    cols: Any
+    out_hw: tuple[int, int]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -395,26 +393,41 @@ def avg_pool2d_backward(dy: Any, cache: WindowCache) -> Any:
 
 # -------------------------------------------------------------------------- adaptive pooling
 
-def _bin_matrix(xp: ModuleType, size: int, out: int, dtype: Any, dev: Any) -> Any:
-    """The (out, size) matrix averaging PyTorch's adaptive bins along one axis.
+def _bins(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive bins: ``[floor(i size / out), ceil((i + 1) size / out))``."""
+    return [((i * size) // out, -(-(i + 1) * size // out)) for i in range(out)]
 
-    Row ``i`` holds ``1 / (end - start)`` on ``[start, end)``, ``start = floor(i size / out)``,
-    ``end = ceil((i + 1) size / out)``, and zeros elsewhere.
-    """
-    i = xp.arange(out, device=dev)
-    start = (i * size) // out
-    end = ((i + 1) * size + out - 1) // out
-    k = xp.arange(size, device=dev)
-    inside = (k[None, :] >= start[:, None]) & (k[None, :] < end[:, None])
-    weight = 1.0 / xp.astype(end - start, dtype)
-    return xp.where(inside, weight[:, None], xp.zeros((), dtype=dtype, device=dev))
+
+def _along(axis: int, start: int, stop: int) -> tuple[Any, ...]:
+    """The index of ``start:stop`` along a negative ``axis``."""
+    return (Ellipsis, slice(start, stop)) + (slice(None),) * (-1 - axis)
+
+
+def _pool_axis(x: Any, bins: list[tuple[int, int]], axis: int) -> Any:
+    """The mean of each bin along ``axis`` (negative), one slice per bin."""
+    xp = array_namespace(x)
+    return xp.concat([xp.mean(x[_along(axis, s, e)], axis=axis, keepdims=True)
+                      for s, e in bins], axis=axis)
+
+
+def _unpool_axis(g: Any, bins: list[tuple[int, int]], size: int, axis: int) -> Any:
+    """The adjoint of :func:`_pool_axis`: bin ``i``'s gradient spread evenly over its slice."""
+    xp = array_namespace(g)
+    shape = list(g.shape)
+    shape[axis] = size
+    out = xp.zeros(tuple(shape), dtype=g.dtype, device=device(g))
+    for i, (s, e) in enumerate(bins):
+        out[_along(axis, s, e)] += g[_along(axis, i, i + 1)] / (e - s)
+    return out
 
 
 def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, AdaptiveCache]:
-    """``y[n, c] = A_h x[n, c] A_w^T``, with ``A_h``, ``A_w`` averaging PyTorch's bins.
+    """``y[n, c, i, j] = mean of x[n, c, h, w] over h in bin i of H, w in bin j of W``.
 
     Bin ``i`` of an axis of length ``H`` cut into ``H_out`` is ``[floor(i H / H_out),
-    ceil((i + 1) H / H_out))``; bins may overlap, and ``H_out > H`` is allowed.
+    ceil((i + 1) H / H_out))``, PyTorch's rule; bins may overlap, and ``H_out > H`` is allowed.
+    A bin is a rectangle, so the mean is taken along H, then along W, one slice per bin
+    (a NaN reaches only the outputs whose bins hold it).
 
     Parameters
     ----------
@@ -426,19 +439,17 @@ def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Adaptive
     -------
     y : array, shape (N, C, H_out, W_out), the dtype of ``x``
     cache : AdaptiveCache
-        The shape of ``x`` and the matrices ``A_h`` (H_out, H) and ``A_w`` (W_out, W).
+        The shape of ``x`` and the output size.
     """
-    xp = _check_nchw("adaptive_avg_pool2d", x)
-    out_h, out_w = int_pair("adaptive_avg_pool2d", "output_size", output_size, minimum=1)
+    _check_nchw("adaptive_avg_pool2d", x)
+    out_hw = int_pair("adaptive_avg_pool2d", "output_size", output_size, minimum=1)
     h, w = x.shape[2:]
-    rows = _bin_matrix(xp, h, out_h, x.dtype, device(x))
-    cols = _bin_matrix(xp, w, out_w, x.dtype, device(x))
-    y = xp.matmul(xp.matmul(rows, x), xp.matrix_transpose(cols))
-    return y, AdaptiveCache(tuple(x.shape), rows, cols)
+    y = _pool_axis(_pool_axis(x, _bins(h, out_hw[0]), -2), _bins(w, out_hw[1]), -1)
+    return y, AdaptiveCache(tuple(x.shape), out_hw)
 
 
 def adaptive_avg_pool2d_backward(dy: Any, cache: AdaptiveCache) -> Any:
-    """``dx[n, c] = A_h^T dy[n, c] A_w``.
+    """``dx[n, c, h, w] = sum over the bins (i, j) holding (h, w) of dy[n, c, i, j] / |bin|``.
 
     Parameters
     ----------
@@ -448,10 +459,10 @@ def adaptive_avg_pool2d_backward(dy: Any, cache: AdaptiveCache) -> Any:
     -------
     dx : array, shape (N, C, H, W)
     """
-    shape, rows, cols = cache
-    check_shape("adaptive_avg_pool2d_backward", "dy", dy, (*shape[:2], rows.shape[0], cols.shape[0]))
-    xp = namespace("adaptive_avg_pool2d_backward", dy=dy, rows=rows)
-    return xp.matmul(xp.matmul(xp.matrix_transpose(rows), dy), cols)
+    (n, c, h, w), (out_h, out_w) = cache
+    check_shape("adaptive_avg_pool2d_backward", "dy", dy, (n, c, out_h, out_w))
+    g = _unpool_axis(dy, _bins(w, out_w), w, -1)
+    return _unpool_axis(g, _bins(h, out_h), h, -2)
 
 
 # ----------------------------------------------------------------------------------- registry
