@@ -52,15 +52,14 @@ class TensorView(MutableMapping):
         self._kind = kind  # "_params" or "_grads"
 
     def _owner(self, name: str) -> tuple[Module, str]:
-        module = self._module
-        for part in name.split(".")[:-1]:
-            if part not in module._children:
-                raise KeyError(name)
-            module = module._children[part]
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf not in getattr(module, self._kind):
-            raise KeyError(name)
-        return module, leaf
+        """The module storing ``name`` and the name there: its own entry, else a child's."""
+        module, full = self._module, name
+        while name not in getattr(module, self._kind):
+            head, dot, rest = name.partition(".")
+            if not dot or head not in module._children:
+                raise KeyError(full)
+            module, name = module._children[head], rest
+        return module, name
 
     def __getitem__(self, name: str) -> Any:
         module, leaf = self._owner(name)
@@ -121,7 +120,11 @@ class Module:
         return type(self).__name__
 
     def add_param(self, name: str, value: Any) -> Any:
-        """Register parameter ``name`` (no dots) with a zero gradient; return ``value``."""
+        """Register parameter ``name`` with a zero gradient; return ``value``.
+
+        A dotted ``name`` (``"mlp.0.weight"``) is kept as it is: a module need not build a
+        child per PyTorch submodule to carry PyTorch's names.
+        """
         self._params[name] = value
         self._grads[name] = _zeros_like(value)
         return value

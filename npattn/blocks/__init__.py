@@ -1,0 +1,32 @@
+"""The attention blocks of the CBAM family, each a pure pair and a thin module over it.
+
+=====================  =====================================  ====================================
+block                  pure pair                              params
+=====================  =====================================  ====================================
+:class:`SE`            ``se_forward`` / ``se_backward``       ``excitation.0.weight``, ``excitation.2.weight``
+:class:`ECA`           ``eca_forward`` / ``eca_backward``     ``conv.weight``
+:class:`ChannelAttention`  ``channel_attention_forward`` / ...  ``mlp.0.weight``, ``mlp.2.weight``
+:class:`SpatialAttention`  ``spatial_attention_forward`` / ...  ``conv.weight`` [, ``conv.bias``]
+:class:`CBAM`          ``cbam_forward`` / ``cbam_backward``   ``ca.mlp.0.weight``, ``ca.mlp.2.weight``, ``sa.conv.weight``
+=====================  =====================================  ====================================
+
+Every pure forward is ``NAME_forward(x, params) -> (y, cache)`` with ``cache.map`` the attention
+map; every backward ``NAME_backward(dy, cache) -> (dx, dparams)``.  :data:`BLOCK_REGISTRY`
+lists them all for the tests and ``python -m npattn check``.
+"""
+
+from ._registry import BLOCK_REGISTRY, BlockSpec
+from .cbam import CBAM, cbam_backward, cbam_forward
+from .channel_attention import ChannelAttention, channel_attention_backward, channel_attention_forward
+from .eca import ECA, eca_backward, eca_forward, eca_kernel_size
+from .se import SE, se_backward, se_forward
+from .spatial_attention import SpatialAttention, spatial_attention_backward, spatial_attention_forward
+
+__all__ = [
+    "SE", "ECA", "ChannelAttention", "SpatialAttention", "CBAM",
+    "se_forward", "se_backward", "eca_forward", "eca_backward", "eca_kernel_size",
+    "channel_attention_forward", "channel_attention_backward",
+    "spatial_attention_forward", "spatial_attention_backward",
+    "cbam_forward", "cbam_backward",
+    "BLOCK_REGISTRY", "BlockSpec",
+]

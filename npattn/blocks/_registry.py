@@ -1,0 +1,77 @@
+"""The registry of blocks: name -> how to build a small float64 instance and an input for it.
+
+``python -m npattn check`` and the parametrised tests iterate :data:`BLOCK_REGISTRY`, so a new
+block is covered by adding one entry here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..module import Module
+from .cbam import CBAM
+from .channel_attention import ChannelAttention
+from .eca import ECA
+from .se import SE
+from .spatial_attention import SpatialAttention
+
+__all__ = ["BlockSpec", "BLOCK_REGISTRY", "tie_free"]
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One registered block.
+
+    Attributes
+    ----------
+    name : str
+        The class name, e.g. ``"CBAM"``.
+    make : callable
+        ``make(rng) -> Module``: a small float64 instance, initialised from ``rng``.
+    example : callable
+        ``example(rng) -> numpy.ndarray``: a float64 input for it, with all entries distinct and
+        spread apart, so no max (over channels or positions) is near a tie.
+    doc : str
+        The derivation page under ``docs/``.
+    """
+
+    name: str
+    make: Callable[[np.random.Generator], Module]
+    example: Callable[[np.random.Generator], np.ndarray]
+    doc: str
+
+
+def tie_free(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 2.0) -> np.ndarray:
+    """Float64 values in ``[-spread, spread]``, all distinct, at least ``2 spread / (n - 1)`` apart.
+
+    A random permutation of an even grid: every maximum is unique by a margin far above a
+    finite-difference step, and none of the values is zero.
+    """
+    n = math.prod(shape)
+    grid = np.linspace(-spread, spread, n) if n > 1 else np.array([spread / 2])
+    grid = grid + (grid == 0) * (spread / max(n, 1) / 2)  # no exact zero
+    return rng.permutation(grid).reshape(shape)
+
+
+_SHAPE = (2, 8, 4, 5)
+
+BLOCK_REGISTRY: dict[str, BlockSpec] = {
+    spec.name: spec for spec in [
+        BlockSpec("SE", lambda rng: SE(8, reduction=4, rng=rng, dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/se.md"),
+        BlockSpec("ECA", lambda rng: ECA(8, rng=rng, dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/eca.md"),
+        BlockSpec("ChannelAttention", lambda rng: ChannelAttention(8, reduction=4, rng=rng,
+                                                                   dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/channel_attention.md"),
+        BlockSpec("SpatialAttention", lambda rng: SpatialAttention(3, bias=True, rng=rng,
+                                                                   dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/spatial_attention.md"),
+        BlockSpec("CBAM", lambda rng: CBAM(8, reduction=4, kernel_size=3, rng=rng, dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/cbam.md"),
+    ]
+}

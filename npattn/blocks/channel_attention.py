@@ -1,0 +1,141 @@
+"""CBAM's channel attention (Woo et al., 2018): ``M_c = sigmoid(MLP(gap(x)) + MLP(gmp(x)))``.
+
+One MLP, two bias-free 1x1 convolutions with a ReLU between, is applied to both the average-
+and the max-pooled descriptor with the same weights, so each weight's gradient is the sum of
+the two paths'.  Output ``x * M_c``.  Derivation: ``docs/blocks/channel_attention.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .. import ops
+from ..backend import namespace
+from ..checks import check_float_array, check_int
+from ..init import as_generator, kaiming_uniform
+from ._base import Block, hidden_width, take_params
+
+__all__ = ["channel_attention_forward", "channel_attention_backward", "ChannelAttention",
+           "ChannelAttentionCache", "MLPCache"]
+
+
+class MLPCache(NamedTuple):
+    """The caches of one pass through the shared MLP."""
+
+    conv1: Any   # mlp.0, 1x1 conv C -> h
+    relu: Any    # mlp.1
+    conv2: Any   # mlp.2, 1x1 conv h -> C
+
+
+class ChannelAttentionCache(NamedTuple):
+    """The caches of channel attention's ops, in forward order, and the attention map."""
+
+    avg_pool: Any  # global_avg_pool2d
+    max_pool: Any  # global_max_pool2d
+    mlp_avg: MLPCache
+    mlp_max: MLPCache
+    gate: Any      # sigmoid
+    prod: Any      # mul(x, map)
+    map: Any       # (N, C, 1, 1), in [0, 1]
+
+
+def _mlp_forward(d: Any, w1: Any, w2: Any) -> tuple[Any, MLPCache]:
+    """``W2 relu(W1 d)`` on a (N, C, 1, 1) descriptor, as two 1x1 convolutions."""
+    z1, c_conv1 = ops.conv2d_forward(d, w1)
+    a, c_relu = ops.relu_forward(z1)
+    z2, c_conv2 = ops.conv2d_forward(a, w2)
+    return z2, MLPCache(c_conv1, c_relu, c_conv2)
+
+
+def _mlp_backward(dz2: Any, cache: MLPCache) -> tuple[Any, Any, Any]:
+    """``(dd, dw1, dw2)`` for one pass through the MLP."""
+    da, dw2, _ = ops.conv2d_backward(dz2, cache.conv2)
+    dz1 = ops.relu_backward(da, cache.relu)
+    dd, dw1, _ = ops.conv2d_backward(dz1, cache.conv1)
+    return dd, dw1, dw2
+
+
+def channel_attention_forward(x: Any, params: dict[str, Any]) -> tuple[Any, ChannelAttentionCache]:
+    """CBAM's channel attention.
+
+    .. math:: M_c = \\sigma\\big(\\mathrm{MLP}(\\mathrm{gap}(x)) + \\mathrm{MLP}(\\mathrm{gmp}(x))\\big),
+              \\quad y = x \\odot M_c
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    params : dict
+        ``"mlp.0.weight"`` (h, C, 1, 1) and ``"mlp.2.weight"`` (C, h, 1, 1), the dtype of x.
+
+    Returns
+    -------
+    y : array, shape (N, C, H, W)
+    cache : ChannelAttentionCache
+        The ops' caches; ``cache.map`` is ``M_c`` (N, C, 1, 1).  The max pool sends its
+        gradient to the first maximum in index order.
+    """
+    namespace("channel_attention", x=x)
+    check_float_array("channel_attention", "x", x, ndim=4, layout="(N, C, H, W)")
+    c = x.shape[1]
+    p = take_params("channel_attention", params, x, {"mlp.0.weight": ("h", c, 1, 1),
+                                                     "mlp.2.weight": (c, "h", 1, 1)})
+    w1, w2 = p["mlp.0.weight"], p["mlp.2.weight"]
+
+    d_avg, c_avg = ops.global_avg_pool2d_forward(x)               # (N, C, 1, 1)
+    d_max, c_max = ops.global_max_pool2d_forward(x)               # (N, C, 1, 1)
+    z_avg, c_mlp_avg = _mlp_forward(d_avg, w1, w2)                # the same MLP ...
+    z_max, c_mlp_max = _mlp_forward(d_max, w1, w2)                # ... on both descriptors
+    g, c_gate = ops.sigmoid_forward(z_avg + z_max)
+    y, c_prod = ops.mul_forward(x, g)
+    return y, ChannelAttentionCache(c_avg, c_max, c_mlp_avg, c_mlp_max, c_gate, c_prod, g)
+
+
+def channel_attention_backward(dy: Any, cache: ChannelAttentionCache) -> tuple[Any, dict[str, Any]]:
+    """Gradients of :func:`channel_attention_forward`: ``(dx, {"mlp.0.weight": ..., "mlp.2.weight": ...})``.
+
+    The sum ``z_avg + z_max`` passes ``dz`` to both; the shared weights' gradients are the sums
+    of the two passes'; x feeds the product and both pools, three terms summed on the last line.
+    See ``docs/blocks/channel_attention.md``.  ``dy`` is not modified.
+    """
+    namespace("channel_attention_backward", dy=dy)
+    dx_prod, dg = ops.mul_backward(dy, cache.prod)                # through y = x * M_c
+    dz = ops.sigmoid_backward(dg, cache.gate)                     # dz_avg = dz_max = dz
+    dd_avg, dw1_avg, dw2_avg = _mlp_backward(dz, cache.mlp_avg)
+    dd_max, dw1_max, dw2_max = _mlp_backward(dz, cache.mlp_max)
+    dx_avg = ops.global_avg_pool2d_backward(dd_avg, cache.avg_pool)
+    dx_max = ops.global_max_pool2d_backward(dd_max, cache.max_pool)
+    dx = dx_prod + dx_avg + dx_max                                # the paths into x
+    return dx, {"mlp.0.weight": dw1_avg + dw1_max, "mlp.2.weight": dw2_avg + dw2_max}
+
+
+class ChannelAttention(Block):
+    """CBAM's channel attention module, the stateful face of :func:`channel_attention_forward`.
+
+    Parameters
+    ----------
+    channels : int >= 1
+    reduction : int >= 1
+        Hidden width ``h = max(1, channels // reduction)``.
+    rng : numpy.random.Generator, int seed or None
+        For PyTorch's default initialisation of both bias-free 1x1 convolutions.
+    dtype : {"float32", "float64"}
+
+    Params ``mlp.0.weight`` (h, C, 1, 1) and ``mlp.2.weight`` (C, h, 1, 1), named as in
+    ``nn.Sequential(nn.Conv2d(C, h, 1, bias=False), nn.ReLU(), nn.Conv2d(h, C, 1, bias=False))``.
+    """
+
+    pure_forward = staticmethod(channel_attention_forward)
+    pure_backward = staticmethod(channel_attention_backward)
+
+    def __init__(self, channels: int, reduction: int = 16, *, rng: Any = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        self.channels = check_int("ChannelAttention", "channels", channels, minimum=1)
+        self.reduction = check_int("ChannelAttention", "reduction", reduction, minimum=1)
+        h = hidden_width(self.channels, self.reduction)
+        gen = as_generator(rng, "ChannelAttention")
+        self.add_param("mlp.0.weight", kaiming_uniform((h, self.channels, 1, 1), gen, dtype=dtype))
+        self.add_param("mlp.2.weight", kaiming_uniform((self.channels, h, 1, 1), gen, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}"
