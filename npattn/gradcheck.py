@@ -554,6 +554,43 @@ def _modified(before: dict[str, np.ndarray], arguments: Mapping[str, Any], who: 
             if name in before and not _same(before[name], now)]
 
 
+# ------------------------------------------------------------------------- the analytic side
+
+def _bind(op: str, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+          inputs: Iterable[str] | str | None) -> tuple[inspect.Signature, inspect.BoundArguments, list[_Slot]]:
+    sig = inspect.signature(forward)
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise argument_error(op, "args", f"arguments accepted by {_op_name(forward)}{sig}",
+                             str(exc), TypeError) from None
+    return sig, bound, _slots(op, sig, bound, inputs)
+
+
+def _pull_back(op: str, name: str, y: Any, rng: np.random.Generator,
+               backward: Callable[[Any], Any]) -> tuple[np.ndarray, Any, list[str]]:
+    """Draw the cotangent ``u`` for output ``y``, run ``backward(u)``; return ``u`` (float64
+    NumPy), the backward's result, and a problem if it modified ``u``."""
+    if not _is_float_array(y):
+        raise argument_error(op, "forward", "a forward whose output is a floating array",
+                             type(y).__name__, TypeError)
+    u64 = _cotangent(rng, tuple(y.shape))
+    u = _like(u64, y, _bits(y))
+    u_before = np.array(to_numpy(u), copy=True)
+    result = backward(u)
+    return u64, result, [] if _same(u_before, to_numpy(u)) else [f"{name} backward modified dy"]
+
+
+def _op_pull_back(op: str, name: str, forward: Callable[..., Any], backward: Callable[..., Any],
+                  bound: inspect.BoundArguments, rng: np.random.Generator) -> tuple[Any, np.ndarray, Any, list[str]]:
+    """One forward and one backward of a pure pair, in the caller's dtype; also reports a
+    modified input."""
+    before = _snapshots(bound.arguments)
+    y, cache = forward(*bound.args, **bound.kwargs)
+    u64, result, problems = _pull_back(op, name, y, rng, lambda u: backward(u, cache))
+    return y, u64, result, _modified(before, bound.arguments, f"{name} (forward or backward)") + problems
+
+
 # ------------------------------------------------------------------------------------ check_op
 
 def check_op(forward: Callable[..., Any], backward: Callable[..., Any], *args: Any,
@@ -595,28 +632,11 @@ def check_op(forward: Callable[..., Any], backward: Callable[..., Any], *args: A
     op = "check_op"
     _check_mode(op, mode, n_directions, forward)
     rng = _rng(rng)
-    sig = inspect.signature(forward)
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise argument_error(op, "args", f"arguments accepted by {_op_name(forward)}{sig}",
-                             str(exc), TypeError) from None
-    slots = _slots(op, sig, bound, inputs)
     name = _op_name(forward)
+    sig, bound, slots = _bind(op, forward, args, kwargs, inputs)
 
     # The analytic gradient, in the caller's dtype and library.
-    before = _snapshots(bound.arguments)
-    y, cache = forward(*bound.args, **bound.kwargs)
-    if not _is_float_array(y):
-        raise argument_error(op, "forward", "a forward returning (floating array, cache)",
-                             f"{type(y).__name__} as its output", TypeError)
-    u64 = _cotangent(rng, tuple(y.shape))
-    u = _like(u64, y, _bits(y))
-    u_before = np.array(to_numpy(u), copy=True)
-    result = backward(u, cache)
-    problems = _modified(before, bound.arguments, f"{name} (forward or backward)")
-    if not _same(u_before, to_numpy(u)):
-        problems.append(f"{name} backward modified dy")
+    y, u64, result, problems = _op_pull_back(op, name, forward, backward, bound, rng)
     targets = [(s.label, tuple(s.value.shape), _dtype_name(s.value), *_aligned(result, s))
                for s in slots]
 
@@ -655,19 +675,9 @@ def check_adjoint(forward: Callable[..., Any], backward: Callable[..., Any], *ar
     """
     op = "check_adjoint"
     rng = _rng(rng)
-    sig = inspect.signature(forward)
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise argument_error(op, "args", f"arguments accepted by {_op_name(forward)}{sig}",
-                             str(exc), TypeError) from None
-    slots = _slots(op, sig, bound, inputs)
     name = _op_name(forward)
-    before = _snapshots(bound.arguments)
-    y, cache = forward(*bound.args, **bound.kwargs)
-    u64 = _cotangent(rng, tuple(y.shape))
-    result = backward(_like(u64, y, _bits(y)), cache)
-    problems = _modified(before, bound.arguments, f"{name} (forward or backward)")
+    sig, bound, slots = _bind(op, forward, args, kwargs, inputs)
+    y, u64, result, problems = _op_pull_back(op, name, forward, backward, bound, rng)
     y_host = _host64(y)
     rtol_ = ADJOINT_RTOL[64 if min(_bits(s.value) for s in slots) >= 64 else 32] if rtol is None else float(rtol)
     checks = []
@@ -744,14 +754,9 @@ def check_module(module: Any, x: Any, mode: str = "full", rng: Any = None,
     try:
         # The analytic gradients, in the module's dtype.
         work.zero_grad()
-        y = work.forward(x)
-        u64 = _cotangent(rng, tuple(y.shape))
-        u = _like(u64, y, _bits(y))
-        u_before = np.array(to_numpy(u), copy=True)
-        dx = work.backward(u)
-        problems = [] if _same(x_before, to_numpy(x)) else [f"{name} modified its input 'x'"]
-        if not _same(u_before, to_numpy(u)):
-            problems.append(f"{name} backward modified dy")
+        u64, dx, problems = _pull_back(op, name, work.forward(x), rng, work.backward)
+        if not _same(x_before, to_numpy(x)):
+            problems.append(f"{name} modified its input 'x'")
         found = {"x": dx, **{k: work.grads[k] for k in keys}}
         targets = []
         for label in [w for w in originals if w in wanted]:
