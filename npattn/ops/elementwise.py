@@ -114,5 +114,6 @@ def mul_backward(dy: Any, cache: MulCache) -> tuple[Any, Any]:
 # ----------------------------------------------------------------------------------- registry
 
 register_op("mul", mul_forward, mul_backward,
-            lambda rng: ((rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 1, 1))), {}),
+            lambda rng: ((rng.standard_normal((2, 3, 4, 5)),
+                          rng.standard_normal((2, 3, 1, 1))), {}),
             doc="ops/elementwise.md", linear=True)
