@@ -69,11 +69,13 @@ def relu_forward(x: Any) -> tuple[Any, OutputCache]:
 def relu_backward(dy: Any, cache: OutputCache) -> Any:
     """``dx = dy * [y > 0]``.
 
-    The derivative at ``x = 0`` is taken as 0, as in PyTorch.  ``dy`` is not modified.
+    The derivative at ``x = 0`` is taken as 0, as in PyTorch.  Written as "zero where
+    ``y <= 0``, else ``dy``" so that a NaN input passes ``dy`` through, as PyTorch's does.
+    ``dy`` is not modified.
     """
     check_shape("relu_backward", "dy", dy, cache.y.shape)
     xp = namespace("relu_backward", dy=dy, y=cache.y)
-    return xp.where(cache.y > 0, dy, xp.zeros_like(dy))
+    return xp.where(cache.y <= 0, xp.zeros_like(dy), dy)
 
 
 # -------------------------------------------------------------------------------------- sigmoid
