@@ -11,11 +11,13 @@ upper corner ``y0 + 1`` has weight 0, and the derivative in ``py`` is the one-si
 towards ``y0 + 1`` (floor decides the cell).
 
 Layout.  The source is ``src`` of shape ``(R, B*H*W)``: ``R`` rows (channels) that share every
-sample position, and ``B`` images of ``H*W`` pixels each, side by side.  Coordinates are
-``(B, S)``: ``S`` sample points per image.  Samples come out as ``(R, B*S)``.  Gathering one
-corner is one ``take`` along the last axis with a flat index ``b*H*W + y*W + x`` shared by all
-rows; its adjoint adds values back into the bins of that index (:func:`scatter_rows`).
-Derivations: ``docs/ops/sampling.md``.
+sample position, and ``B`` images of ``H*W`` pixels each, side by side.  :func:`padded_source`
+appends one more pixel, a zero, and every corner outside its image reads that pixel: so no
+corner needs a mask, and a NaN or inf in the image reaches only the samples that read it (as
+in PyTorch).  Coordinates are ``(B, S)``: ``S`` sample points per image; samples come out as
+``(R, B*S)``.  Gathering one corner is one ``take`` along the last axis with a flat index
+``b*H*W + y*W + x`` shared by all rows; its adjoint adds values back into the bins of that index
+(:func:`scatter_rows`), the zero pixel's bin being dropped.  Derivations: ``docs/ops/sampling.md``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from array_api_compat import array_namespace, device
 
 from ..backend import scatter_add
 
-__all__ = ["Corners", "corners", "corner_weights", "gather_corners", "combine", "sample",
-           "sample_backward_src", "sample_backward_coords", "scatter_rows"]
+__all__ = ["Corners", "corners", "padded_source", "corner_weights", "gather_corners", "combine",
+           "sample", "sample_backward_src", "sample_backward_coords", "scatter_rows"]
 
 
 class Corners(NamedTuple):
@@ -36,18 +38,34 @@ class Corners(NamedTuple):
     Attributes
     ----------
     index : tuple of 4 integer arrays, shape (B*S,)
-        Flat position ``b*H*W + y*W + x`` of each corner, clipped into the image (a corner
-        outside reads a pixel that its zero ``valid`` then cancels).
-    valid : tuple of 4 arrays, shape (B*S,), the coordinates' dtype
-        1 where the corner lies inside the image, else 0.
+        Flat position ``b*H*W + y*W + x`` of each corner, or ``B*H*W`` (the appended zero
+        pixel) for a corner outside its image.
     ly, lx : array, shape (B*S,)
         The fractional parts ``py - floor(py)`` and ``px - floor(px)``, in [0, 1).
+    size : int
+        ``B*H*W``, the number of real pixels.
     """
 
     index: tuple[Any, Any, Any, Any]
-    valid: tuple[Any, Any, Any, Any]
     ly: Any
     lx: Any
+    size: int
+
+
+def flat_index(xp: Any, iy: Any, ix: Any, height: int, width: int) -> Any:
+    """Flat positions of integer-valued float pixel coordinates ``(B, S)`` -> ``(B*S,)`` int64.
+
+    A position outside ``[0, H-1] x [0, W-1]`` maps to ``B*H*W``, the appended zero pixel.  The
+    coordinates are clipped before the integer cast, so a point far outside (1e30) cannot
+    overflow.
+    """
+    b, s = iy.shape
+    inside = (iy >= 0) & (iy <= height - 1) & (ix >= 0) & (ix <= width - 1)
+    row = xp.astype(xp.clip(iy, 0.0, float(height - 1)), xp.int64)
+    col = xp.astype(xp.clip(ix, 0.0, float(width - 1)), xp.int64)
+    image = xp.reshape(xp.arange(b, dtype=xp.int64, device=device(iy)) * (height * width), (b, 1))
+    outside = xp.asarray(b * height * width, dtype=xp.int64, device=device(iy))
+    return xp.reshape(xp.where(inside, image + row * width + col, outside), (b * s,))
 
 
 def corners(py: Any, px: Any, height: int, width: int) -> Corners:
@@ -64,97 +82,117 @@ def corners(py: Any, px: Any, height: int, width: int) -> Corners:
     b, s = py.shape
     y0 = xp.floor(py)
     x0 = xp.floor(px)
-    ly = xp.reshape(py - y0, (b * s,))
-    lx = xp.reshape(px - x0, (b * s,))
-    # Clip before the integer cast, so a point far outside (at 1e30, say) cannot overflow; both
-    # corners of a cell at -2 or at H are outside, as they were before the clip.
-    iy0 = xp.astype(xp.clip(y0, -2.0, float(height)), xp.int64)
-    ix0 = xp.astype(xp.clip(x0, -2.0, float(width)), xp.int64)
-    image = xp.reshape(xp.arange(b, dtype=xp.int64, device=device(py)) * (height * width), (b, 1))
-    index, valid = [], []
-    for dy in (0, 1):
-        for dx in (0, 1):
-            iy, ix = iy0 + dy, ix0 + dx
-            inside = (iy >= 0) & (iy <= height - 1) & (ix >= 0) & (ix <= width - 1)
-            flat = image + xp.clip(iy, 0, height - 1) * width + xp.clip(ix, 0, width - 1)
-            index.append(xp.reshape(flat, (b * s,)))
-            valid.append(xp.reshape(xp.astype(inside, py.dtype), (b * s,)))
-    return Corners(tuple(index), tuple(valid), ly, lx)
+    index = tuple(flat_index(xp, y0 + dy, x0 + dx, height, width) for dy in (0, 1) for dx in (0, 1))
+    return Corners(index, xp.reshape(py - y0, (b * s,)), xp.reshape(px - x0, (b * s,)),  # type: ignore[arg-type]
+                   b * height * width)
+
+
+def padded_source(src: Any) -> Any:
+    """``src`` (R, B*H*W) with one zero column appended: the pixel that outside corners read."""
+    xp = array_namespace(src)
+    zero = xp.zeros((src.shape[0], 1), dtype=src.dtype, device=device(src))
+    return xp.concat([src, zero], axis=1)
 
 
 def corner_weights(c: Corners) -> tuple[Any, Any, Any, Any]:
-    """The bilinear weight of each corner, zero for a corner outside the image."""
+    """The bilinear weight of each corner: ``(1-ly)(1-lx), (1-ly) lx, ly (1-lx), ly lx``."""
     hy, hx = 1.0 - c.ly, 1.0 - c.lx
-    return (c.valid[0] * hy * hx, c.valid[1] * hy * c.lx,
-            c.valid[2] * c.ly * hx, c.valid[3] * c.ly * c.lx)
+    return hy * hx, hy * c.lx, c.ly * hx, c.ly * c.lx
 
 
 def gather_corners(src: Any, c: Corners) -> tuple[Any, Any, Any, Any]:
-    """The raw pixel values at the four (clipped) corners, each of shape (R, B*S)."""
+    """The pixel values at the four corners (0 outside), each of shape (R, B*S).
+
+    ``src`` is the padded source of :func:`padded_source`.
+    """
     xp = array_namespace(src)
     return tuple(xp.take(src, index, axis=1) for index in c.index)  # type: ignore[return-value]
 
 
 def combine(values: tuple[Any, Any, Any, Any], c: Corners) -> Any:
     """``v = sum_k w_k * values_k``: the samples from already gathered corner values."""
-    w00, w01, w10, w11 = corner_weights(c)
-    return values[0] * w00 + values[1] * w01 + values[2] * w10 + values[3] * w11
+    out = None
+    for value, weight in zip(values, corner_weights(c)):
+        if out is None:
+            out = value * weight
+        else:
+            out += value * weight
+    return out
 
 
 def sample(src: Any, c: Corners) -> Any:
     """``v = sum_k w_k * src[:, index_k]``: the bilinear samples, shape (R, B*S).
 
-    One corner at a time, so at most two (R, B*S) arrays are alive.
+    ``src`` is the padded source.  One corner at a time, accumulated in place, so at most two
+    (R, B*S) arrays are alive.
     """
     xp = array_namespace(src)
     out = None
     for index, weight in zip(c.index, corner_weights(c)):
-        term = xp.take(src, index, axis=1) * weight
-        out = term if out is None else out + term
+        term = xp.take(src, index, axis=1)
+        term *= weight
+        if out is None:
+            out = term
+        else:
+            out += term
     return out
 
 
 def scatter_rows(index: Any, values: Any, size: int) -> Any:
-    """``out[r, q] = sum_{i : index[i] == q} values[r, i]``: shape (R, size).
+    """``out[r, q] = sum_{i : index[i] == q} values[r, i]`` for ``q < size``: shape (R, size).
 
-    The index is shared by every row, so each row is one 1-D :func:`~npattn.backend.scatter_add`
-    (on NumPy a ``bincount`` over bins that fit in cache, which beats one ``bincount`` over
-    ``R * size`` bins with an ``R`` times larger index).
+    Values whose index is ``size`` (the zero pixel) are dropped.  The index is shared by every
+    row, so each row is one 1-D :func:`~npattn.backend.scatter_add` (on NumPy a ``bincount``
+    over bins that fit in cache, which beats one ``bincount`` over ``R * size`` bins with an
+    ``R`` times larger index).
     """
-    xp = array_namespace(values)
-    rows = [scatter_add(index, values[r, :], size) for r in range(values.shape[0])]
-    if not rows:
-        return xp.zeros((0, size), dtype=values.dtype, device=device(values))
-    return xp.stack(rows, axis=0)
+    return _stack_rows(values, size, [scatter_add(index, values[r, :], size + 1)[:size]
+                                      for r in range(values.shape[0])])
 
 
-def sample_backward_src(g: Any, c: Corners, size: int) -> Any:
+def sample_backward_src(g: Any, c: Corners) -> Any:
     """Adjoint of :func:`sample` in ``src``: ``dsrc[:, index_k] += w_k * g`` over the 4 corners.
+
+    Row by row, the four corners' weighted cotangents go into one scatter-add; each row's
+    products are small enough to stay in cache.
 
     Parameters
     ----------
     g : array, shape (R, B*S)
         The cotangent of the samples.
-    size : int
-        ``B*H*W``, the number of pixels in ``src``'s last axis.
+
+    Returns
+    -------
+    dsrc : array, shape (R, B*H*W)
+        The gradient of the (unpadded) source.
     """
     xp = array_namespace(g)
     index = xp.concat(list(c.index))
-    values = xp.concat([g * w for w in corner_weights(c)], axis=1)
-    return scatter_rows(index, values, size)
+    weights = corner_weights(c)
+    return _stack_rows(g, c.size, [
+        scatter_add(index, xp.concat([g[r, :] * w for w in weights]), c.size + 1)[:c.size]
+        for r in range(g.shape[0])])
+
+
+def _stack_rows(like: Any, size: int, rows: list[Any]) -> Any:
+    """Stack per-row results into (R, size); an empty (0, size) array for no rows."""
+    xp = array_namespace(like)
+    if not rows:
+        return xp.zeros((0, size), dtype=like.dtype, device=device(like))
+    return xp.stack(rows, axis=0)
 
 
 def sample_backward_coords(g: Any, values: tuple[Any, Any, Any, Any], c: Corners) -> tuple[Any, Any]:
     """Gradients of ``sum(g * v)`` in the coordinates: ``(dpy, dpx)``, each of shape (B*S,).
 
-    With ``s_k = valid_k * sum_r g[r] * v_k[r]`` (``v_k`` the raw corner values from
-    :func:`gather_corners`)::
+    With ``s_k = sum_r g[r] * v_k[r]`` (``v_k`` the corner values from :func:`gather_corners`,
+    0 outside the image)::
 
         dpy = (1 - lx) (s_10 - s_00) + lx (s_11 - s_01)
         dpx = (1 - ly) (s_01 - s_00) + ly (s_11 - s_10)
     """
     xp = array_namespace(g)
-    s00, s01, s10, s11 = (valid * xp.sum(g * v, axis=0) for v, valid in zip(values, c.valid))
+    s00, s01, s10, s11 = (xp.sum(g * v, axis=0) for v in values)
     hy, hx = 1.0 - c.ly, 1.0 - c.lx
     dpy = hx * (s10 - s00) + c.lx * (s11 - s01)
     dpx = hy * (s01 - s00) + c.ly * (s11 - s10)

@@ -115,16 +115,17 @@ def _sample_points(xp: Any, offset: Any, kernel: tuple[int, int], geometry: tupl
     taps_x = xp.arange(kw, dtype=dt, device=dev) * dilation[1]
     base_y = xp.reshape(taps_y, (kh, 1, 1, 1)) + xp.reshape(rows, (1, 1, ho, 1))   # (kh, 1, ho, 1)
     base_x = xp.reshape(taps_x, (1, kw, 1, 1)) + xp.reshape(cols, (1, 1, 1, wo))   # (1, kw, 1, wo)
-    py = xp.reshape(off[:, :, :, :, 0] + base_y, (n * groups, kh * kw * ho * wo))
-    px = xp.reshape(off[:, :, :, :, 1] + base_x, (n * groups, kh * kw * ho * wo))
+    py = xp.reshape(off[:, :, :, :, 0, ...] + base_y, (n * groups, kh * kw * ho * wo))
+    px = xp.reshape(off[:, :, :, :, 1, ...] + base_x, (n * groups, kh * kw * ho * wo))
     return bl.corners(py, px, hw[0], hw[1])
 
 
 def _source(xp: Any, x: Any, groups: int) -> Any:
-    """``x`` as (C/G, N*G*H*W): rows are the channels of an offset group, images are (n, g)."""
+    """``x`` as the padded source (C/G, N*G*H*W + 1): rows are the channels of an offset group,
+    images are the pairs (n, g)."""
     n, c, h, w = x.shape
-    return xp.reshape(xp.permute_dims(xp.reshape(x, (n, groups, c // groups, h * w)), (2, 0, 1, 3)),
-                      (c // groups, n * groups * h * w))
+    src = xp.permute_dims(xp.reshape(x, (n, groups, c // groups, h * w)), (2, 0, 1, 3))
+    return bl.padded_source(xp.reshape(src, (c // groups, n * groups * h * w)))
 
 
 def _to_columns(xp: Any, v: Any, n: int, groups: int, wgroups: int, kernel: tuple[int, int],
@@ -247,7 +248,7 @@ def deform_conv2d_backward(dy: Any, cache: DeformConvCache) -> tuple[Any, Any, A
     dcols = _from_columns(xp, xp.matmul(xp.matrix_transpose(w_mat), dy_mat), groups, (kh, kw))
     dmask = None if m is None else xp.reshape(xp.sum(dcols * v, axis=0), mask.shape)
     dv = dcols if m is None else dcols * m
-    dsrc = bl.sample_backward_src(dv, corners, n * groups * h * w)     # (C/G, N*G*H*W)
+    dsrc = bl.sample_backward_src(dv, corners)                         # (C/G, N*G*H*W)
     dx = xp.reshape(xp.permute_dims(xp.reshape(dsrc, (c // groups, n, groups, h, w)),
                                     (1, 2, 0, 3, 4)), (n, c, h, w))
     dpy, dpx = bl.sample_backward_coords(dv, values, corners)

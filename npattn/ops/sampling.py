@@ -104,17 +104,9 @@ def _source_index(xp: Any, g: Any, size: int, padding_mode: str,
     return i, slope * xp.ones_like(g)
 
 
-def _nearest(xp: Any, iy: Any, ix: Any, height: int, width: int) -> tuple[Any, Any]:
-    """Flat index (clipped) and validity of the nearest pixel; halves round to even, as PyTorch."""
-    b, s = iy.shape
-    ry = xp.round(xp.clip(iy, -1.0, float(height)))
-    rx = xp.round(xp.clip(ix, -1.0, float(width)))
-    valid = (ry >= 0) & (ry <= height - 1) & (rx >= 0) & (rx <= width - 1)
-    ry = xp.astype(xp.clip(ry, 0.0, float(height - 1)), xp.int64)
-    rx = xp.astype(xp.clip(rx, 0.0, float(width - 1)), xp.int64)
-    image = xp.reshape(xp.arange(b, dtype=xp.int64, device=device(iy)) * (height * width), (b, 1))
-    index = xp.reshape(image + ry * width + rx, (b * s,))
-    return index, xp.reshape(xp.astype(valid, iy.dtype), (b * s,))
+def _nearest(xp: Any, iy: Any, ix: Any, height: int, width: int) -> Any:
+    """Flat index of the nearest pixel (the zero pixel if outside); halves round to even."""
+    return bl.flat_index(xp, xp.round(iy), xp.round(ix), height, width)
 
 
 # ------------------------------------------------------------------------------- affine_grid
@@ -186,6 +178,12 @@ def _pixel_coords(xp: Any, grid: Any, hw: tuple[int, int], padding_mode: str,
     return iy, ix, sy, sx
 
 
+def _source(xp: Any, x: Any) -> Any:
+    """``x`` as the padded source (C, N*H*W + 1) of the bilinear core."""
+    n, c, h, w = x.shape
+    return bl.padded_source(xp.reshape(xp.permute_dims(x, (1, 0, 2, 3)), (c, n * h * w)))
+
+
 def grid_sample_forward(x: Any, grid: Any, mode: str = "bilinear", padding_mode: str = "zeros",
                         align_corners: bool = False) -> tuple[Any, GridSampleCache]:
     """Sample ``x`` at normalised positions, as ``torch.nn.functional.grid_sample`` (4-D).
@@ -229,12 +227,11 @@ def grid_sample_forward(x: Any, grid: Any, mode: str = "bilinear", padding_mode:
     n, c, h, w = x.shape
     ho, wo = grid.shape[1:3]
     iy, ix, _, _ = _pixel_coords(xp, grid, (h, w), padding_mode, align_corners)
-    src = xp.reshape(xp.permute_dims(x, (1, 0, 2, 3)), (c, n * h * w))
+    src = _source(xp, x)
     if mode == "bilinear":
         out = bl.sample(src, bl.corners(iy, ix, h, w))
     else:
-        index, valid = _nearest(xp, iy, ix, h, w)
-        out = xp.take(src, index, axis=1) * valid
+        out = xp.take(src, _nearest(xp, iy, ix, h, w), axis=1)
     y = xp.permute_dims(xp.reshape(out, (c, n, ho, wo)), (1, 0, 2, 3))
     return y, GridSampleCache(x, grid, mode, padding_mode, align_corners)
 
@@ -264,15 +261,13 @@ def grid_sample_backward(dy: Any, cache: GridSampleCache) -> tuple[Any, Any]:
     g = xp.reshape(xp.permute_dims(dy, (1, 0, 2, 3)), (c, n * ho * wo))
     if cache.mode == "bilinear":
         corners = bl.corners(iy, ix, h, w)
-        dsrc = bl.sample_backward_src(g, corners, n * h * w)
-        src = xp.reshape(xp.permute_dims(x, (1, 0, 2, 3)), (c, n * h * w))
-        diy, dix = bl.sample_backward_coords(g, bl.gather_corners(src, corners), corners)
+        dsrc = bl.sample_backward_src(g, corners)
+        diy, dix = bl.sample_backward_coords(g, bl.gather_corners(_source(xp, x), corners), corners)
         dgx = xp.reshape(dix, (n, ho * wo)) * sx
         dgy = xp.reshape(diy, (n, ho * wo)) * sy
         dgrid = xp.reshape(xp.stack([dgx, dgy], axis=-1), (n, ho, wo, 2))
     else:
-        index, valid = _nearest(xp, iy, ix, h, w)
-        dsrc = bl.scatter_rows(index, g * valid, n * h * w)
+        dsrc = bl.scatter_rows(_nearest(xp, iy, ix, h, w), g, n * h * w)
         dgrid = xp.zeros_like(grid)
     dx = xp.permute_dims(xp.reshape(dsrc, (c, n, h, w)), (1, 0, 2, 3))
     return dx, dgrid
