@@ -1,0 +1,318 @@
+"""Convolution: ``conv2d`` on (N, C, H, W) and ``conv1d`` on (N, C, L), PyTorch semantics.
+
+As in PyTorch, "convolution" is a cross-correlation (the kernel is not flipped):
+
+.. math:: y[n, o, p, q] = b[o] + \\sum_{c, i, j} w[o, c, i, j]\\,
+          x_{pad}[n, g C_g + c, p s_h + i d_h, q s_w + j d_w]
+
+with ``g = o // (O / groups)`` the group of output channel ``o`` and ``C_g = C / groups``.
+The forward gathers the windows with :func:`~npattn.ops._geometry.im2col` and does one batched
+matrix product per group; the backward is two matrix products and
+:func:`~npattn.ops._geometry.col2im`, the adjoint of the gather.  ``conv1d`` is ``conv2d`` with a
+unit height.  Derivations: ``docs/ops/conv.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from array_api_compat import device
+
+from ..backend import namespace
+from ..checks import (argument_error, check_float_array, check_int, check_same_dtype, check_shape,
+                      int_pair)
+from ._geometry import batch_blocks, check_window_fits, col2im, crop2d, im2col, pad2d
+from ._registry import register_op
+
+__all__ = [
+    "conv2d_forward", "conv2d_backward",
+    "conv1d_forward", "conv1d_backward",
+]
+
+
+class ConvCache(NamedTuple):
+    """What :func:`conv2d_backward` needs.
+
+    Attributes
+    ----------
+    xpad : array, shape (N, C, H + 2 p_h, W + 2 p_w)
+        The zero-padded input (``x`` itself when the padding is 0), for ``dweight``.  The
+        backward gathers its windows again, block by block, rather than keeping them all:
+        they are ``kh*kw`` times the size of ``x``.
+    weight : array, shape (O, C/G, kh, kw)
+        The kernel (for ``dx``).
+    groups : int
+    has_bias : bool
+        Whether a bias was given (``dbias`` is ``None`` otherwise).
+    stride, padding, dilation, out_hw : pair of int
+        The geometry; ``out_hw = (H_out, W_out)``.
+    """
+
+    xpad: Any
+    weight: Any
+    groups: int
+    has_bias: bool
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    out_hw: tuple[int, int]
+
+
+class Conv1dCache(NamedTuple):
+    """What :func:`conv1d_backward` needs: the cache of the unit-height ``conv2d``."""
+
+    conv: ConvCache
+
+
+# ------------------------------------------------------------------------------------- checks
+
+def _check_conv_args(op: str, x: Any, weight: Any, bias: Any, groups: Any,
+                     spatial: int) -> tuple[Any, int]:
+    """Checks shared by conv1d and conv2d; return the namespace and ``groups`` as an int."""
+    xp = namespace(op, x=x, weight=weight, bias=bias)
+    dims = ("L",) if spatial == 1 else ("H", "W")
+    kdims = ("k",) if spatial == 1 else ("kh", "kw")
+    check_float_array(op, "x", x, 2 + spatial, f"(N, C, {', '.join(dims)})")
+    check_float_array(op, "weight", weight, 2 + spatial, f"(O, C/groups, {', '.join(kdims)})")
+    if bias is not None:
+        check_float_array(op, "bias", bias, 1, "(O,)")
+    check_same_dtype(op, x=x, weight=weight, bias=bias)
+    groups = check_int(op, "groups", groups, minimum=1)
+    c, o = x.shape[1], weight.shape[0]
+    if c % groups or o % groups:
+        raise argument_error(op, "groups", f"a divisor of both the input channels C = {c} "
+                             f"and the output channels O = {o}", groups)
+    if weight.shape[1] * groups != c:
+        raise argument_error(op, "weight", f"shape[1] == C/groups = {c // groups} "
+                             f"(x has C = {c} channels, groups = {groups})",
+                             f"shape {tuple(weight.shape)}")
+    if min(weight.shape[2:]) < 1:
+        raise argument_error(op, "weight", "a kernel of size >= 1 in every spatial dimension",
+                             f"shape {tuple(weight.shape)}")
+    if bias is not None and bias.shape[0] != o:
+        raise argument_error(op, "bias", f"shape ({o},) (one value per output channel)",
+                             f"shape {tuple(bias.shape)}")
+    return xp, groups
+
+
+def _int_one(op: str, arg: str, value: Any, minimum: int) -> int:
+    """Read conv1d's int-or-1-tuple argument (PyTorch accepts ``3`` and ``(3,)``)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise argument_error(op, arg, "an int or a 1-tuple of ints", repr(value), TypeError)
+        value = value[0]
+    return check_int(op, arg, value, minimum=minimum)
+
+
+# ------------------------------------------------------------------------------ the shared core
+
+def _windows(xp: Any, cache: ConvCache):
+    """Yield ``(block, cols)``: the batch in blocks and their grouped im2col windows.
+
+    ``cols`` has shape (n_block, G, C/G*kh*kw, H_out*W_out), row ``(c, i, j)`` of group ``g``
+    holding ``xpad[n, g*C/G + c, p*s_h + i*d_h, q*s_w + j*d_w]`` in column ``p*W_out + q``.
+    Blocks of equal size share one workspace, so a block's ``cols`` is only valid until the
+    next one is drawn.
+    """
+    n, c = cache.xpad.shape[:2]
+    kh, kw = cache.weight.shape[2:]
+    k, length = c // cache.groups * kh * kw, cache.out_hw[0] * cache.out_hw[1]
+    workspace = None
+    for block in batch_blocks(n, c * kh * kw * length):
+        xb = cache.xpad[block, ...]
+        size = xb.shape[0]
+        reuse = workspace if workspace is not None and workspace.shape[0] == size else None
+        cols = im2col(xb, (kh, kw), cache.stride, cache.dilation, cache.out_hw, out=reuse)
+        workspace = cols
+        yield block, xp.reshape(cols, (size, cache.groups, k, length))
+
+
+def _conv2d(xp: Any, x: Any, weight: Any, bias: Any, groups: int, stride: tuple[int, int],
+            padding: tuple[int, int], dilation: tuple[int, int],
+            out_hw: tuple[int, int]) -> tuple[Any, ConvCache]:
+    """conv2d on checked arguments: im2col, one batched matrix product per group, bias."""
+    o, cg, kh, kw = weight.shape
+    cache = ConvCache(pad2d(x, padding), weight, groups, bias is not None, stride, padding,
+                      dilation, out_hw)
+    w_mat = xp.reshape(weight, (groups, o // groups, cg * kh * kw))
+    y = xp.empty((x.shape[0], o, *out_hw), dtype=x.dtype, device=device(x))
+    for block, cols in _windows(xp, cache):
+        y_block = xp.matmul(w_mat, cols)                      # (G, O/G, K) @ (n, G, K, L)
+        y[block, ...] = xp.reshape(y_block, (cols.shape[0], o, *out_hw))
+    if bias is not None:
+        y += xp.reshape(bias, (1, o, 1, 1))
+    return y, cache
+
+
+def _conv2d_grads(xp: Any, dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
+    """The three gradients of :func:`_conv2d` from ``dy`` of shape (N, O, H_out, W_out)."""
+    n, c, hp, wp = cache.xpad.shape
+    o, cg, kh, kw = cache.weight.shape
+    groups, k = cache.groups, cg * kh * kw
+    w_mat_t = xp.matrix_transpose(xp.reshape(cache.weight, (groups, o // groups, k)))
+    dweight = xp.zeros((groups, o // groups, k), dtype=dy.dtype, device=device(dy))
+    dxpad = xp.empty(cache.xpad.shape, dtype=dy.dtype, device=device(dy))
+    for block, cols in _windows(xp, cache):
+        size, length = cols.shape[0], cols.shape[3]
+        dy_mat = xp.reshape(dy[block, ...], (size, groups, o // groups, length))
+        # dweight[g] = sum_n dy[n, g] @ cols[n, g]^T
+        dweight += xp.sum(xp.matmul(dy_mat, xp.matrix_transpose(cols)), axis=0)
+        # dcols[n, g] = weight[g]^T @ dy[n, g], every window added back where it was read.
+        dcols = xp.reshape(xp.matmul(w_mat_t, dy_mat), (size, c, kh, kw, *cache.out_hw))
+        dxpad[block, ...] = col2im(dcols, (hp, wp), cache.stride, cache.dilation)
+    dx = crop2d(dxpad, cache.padding)
+    dbias = xp.sum(dy, axis=(0, 2, 3)) if cache.has_bias else None
+    return dx, xp.reshape(dweight, cache.weight.shape), dbias
+
+
+def _check_dy(op: str, dy: Any, cache: ConvCache, shape: tuple[int, ...]) -> Any:
+    """Check ``dy`` (a float array of ``shape``, the dtype of the forward) and return the namespace."""
+    check_float_array(op, "dy", dy)
+    check_shape(op, "dy", dy, shape)
+    xp = namespace(op, dy=dy, weight=cache.weight)
+    check_same_dtype(op, weight=cache.weight, dy=dy)
+    return xp
+
+
+# --------------------------------------------------------------------------------------- conv2d
+
+def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+                   dilation: Any = 1, groups: int = 1) -> tuple[Any, ConvCache]:
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    weight : array, shape (O, C/groups, kh, kw), the dtype of ``x``
+    bias : array, shape (O,), optional
+    stride, dilation : int or pair of int, >= 1
+    padding : int or pair of int, >= 0
+        Zeros added on both sides of each spatial axis.
+    groups : int, >= 1, dividing C and O
+        Input channel group ``g`` (``C/groups`` channels, in order) feeds output group ``g``.
+
+    Returns
+    -------
+    y : array, shape (N, O, H_out, W_out), the dtype of ``x``
+        ``H_out = floor((H + 2 p_h - d_h (kh - 1) - 1) / s_h) + 1``, likewise ``W_out``.
+    cache : ConvCache
+        The padded input ``xpad`` (for ``dweight``; ``x`` itself when ``padding`` is 0) and
+        ``weight`` (for ``dx``), with the geometry.  Not the im2col windows, ``kh*kw`` times
+        larger: the backward gathers them again.
+
+    Raises
+    ------
+    TypeError
+        Non-array or non-real-floating inputs, ``x`` and ``weight`` (or ``bias``) of different
+        dtypes or array libraries, non-integer hyperparameters.
+    ValueError
+        Wrong numbers of dimensions, ``weight.shape[1] * groups != C``, ``groups`` not dividing
+        C and O, a bias not of shape (O,), non-positive stride or dilation, negative padding,
+        a dilated kernel larger than the padded input.
+    """
+    op = "conv2d"
+    xp, groups = _check_conv_args(op, x, weight, bias, groups, spatial=2)
+    stride = int_pair(op, "stride", stride, minimum=1)
+    padding = int_pair(op, "padding", padding, minimum=0)
+    dilation = int_pair(op, "dilation", dilation, minimum=1)
+    out_hw = check_window_fits(op, "weight", tuple(x.shape[2:]), tuple(weight.shape[2:]),
+                               stride, padding, dilation)
+    return _conv2d(xp, x, weight, bias, groups, stride, padding, dilation, out_hw)
+
+
+def conv2d_backward(dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`conv2d_forward`: ``(dx, dweight, dbias)``, ``dbias`` None without bias.
+
+    With ``cols`` the windows (K = C/G*kh*kw rows, L = H_out*W_out columns per sample and group)::
+
+        dweight[g] = sum_n dy[n, g] @ cols[n, g]^T
+        dx         = crop(col2im(weight[g]^T @ dy[n, g]))
+        dbias[o]   = sum_{n, p, q} dy[n, o, p, q]
+
+    See ``docs/ops/conv.md``.  ``dy`` (shape (N, O, H_out, W_out)) is not modified.
+    """
+    n = cache.xpad.shape[0]
+    xp = _check_dy("conv2d_backward", dy, cache, (n, cache.weight.shape[0], *cache.out_hw))
+    return _conv2d_grads(xp, dy, cache)
+
+
+# --------------------------------------------------------------------------------------- conv1d
+
+def conv1d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+                   dilation: Any = 1, groups: int = 1) -> tuple[Any, Conv1dCache]:
+    """1-D convolution (cross-correlation), as ``torch.nn.functional.conv1d``.
+
+    Computed as :func:`conv2d_forward` on ``x`` viewed as (N, C, 1, L) with a (O, C/groups, 1, k)
+    kernel, stride ``(1, s)``, padding ``(0, p)``, dilation ``(1, d)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, L), float32 or float64
+    weight : array, shape (O, C/groups, k), the dtype of ``x``
+    bias : array, shape (O,), optional
+    stride, dilation : int or 1-tuple of int, >= 1
+    padding : int or 1-tuple of int, >= 0
+    groups : int, >= 1, dividing C and O
+
+    Returns
+    -------
+    y : array, shape (N, O, L_out), ``L_out = floor((L + 2p - d(k - 1) - 1) / s) + 1``
+    cache : Conv1dCache
+        The unit-height conv2d's cache (padded input and weight).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`conv2d_forward`, named ``conv1d``.
+    """
+    op = "conv1d"
+    xp, groups = _check_conv_args(op, x, weight, bias, groups, spatial=1)
+    stride = _int_one(op, "stride", stride, minimum=1)
+    padding = _int_one(op, "padding", padding, minimum=0)
+    dilation = _int_one(op, "dilation", dilation, minimum=1)
+    (l_out,) = check_window_fits(op, "weight", (x.shape[2],), (weight.shape[2],),
+                                 (stride,), (padding,), (dilation,))
+    n, c, length = x.shape
+    o, cg, k = weight.shape
+    y, cache = _conv2d(xp, xp.reshape(x, (n, c, 1, length)), xp.reshape(weight, (o, cg, 1, k)),
+                       bias, groups, (1, stride), (0, padding), (1, dilation), (1, l_out))
+    return xp.reshape(y, (n, o, l_out)), Conv1dCache(cache)
+
+
+def conv1d_backward(dy: Any, cache: Conv1dCache) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`conv1d_forward`: ``(dx, dweight, dbias)``, ``dbias`` None without bias.
+
+    The unit-height conv2d's gradients (:func:`conv2d_backward`), reshaped back to (N, C, L) and
+    (O, C/groups, k).  ``dy`` (shape (N, O, L_out)) is not modified.
+    """
+    conv = cache.conv
+    n, c, _, length = conv.xpad.shape
+    length -= 2 * conv.padding[1]
+    o, cg, _, k = conv.weight.shape
+    l_out = conv.out_hw[1]
+    xp = _check_dy("conv1d_backward", dy, conv, (n, o, l_out))
+    dx, dweight, dbias = _conv2d_grads(xp, xp.reshape(dy, (n, o, 1, l_out)), conv)
+    return xp.reshape(dx, (n, c, length)), xp.reshape(dweight, (o, cg, k)), dbias
+
+
+# ----------------------------------------------------------------------------------- registry
+
+def _conv2d_example(rng):
+    """Grouped, strided, padded and dilated, odd sizes, with a bias."""
+    x = rng.standard_normal((2, 4, 7, 6))
+    weight = rng.standard_normal((6, 2, 3, 2))
+    bias = rng.standard_normal(6)
+    return (x, weight, bias), {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2), "groups": 2}
+
+
+def _conv1d_example(rng):
+    """ECA's shape of use: one channel in and out, odd kernel, 'same' padding, no bias."""
+    x = rng.standard_normal((2, 1, 9))
+    weight = rng.standard_normal((1, 1, 3))
+    return (x, weight), {"padding": 1}
+
+
+register_op("conv2d", conv2d_forward, conv2d_backward, _conv2d_example, doc="ops/conv.md",
+            linear=True)
+register_op("conv1d", conv1d_forward, conv1d_backward, _conv1d_example, doc="ops/conv.md",
+            linear=True)
