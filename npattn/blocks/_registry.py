@@ -57,21 +57,21 @@ def tie_free(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 2
     return rng.permutation(grid).reshape(shape)
 
 
-_SHAPE = (2, 8, 4, 5)
+_SHAPE = (2, 4, 3, 4)
 
 BLOCK_REGISTRY: dict[str, BlockSpec] = {
     spec.name: spec for spec in [
-        BlockSpec("SE", lambda rng: SE(8, reduction=4, rng=rng, dtype="float64"),
+        BlockSpec("SE", lambda rng: SE(4, reduction=2, rng=rng, dtype="float64"),
                   lambda rng: tie_free(rng, _SHAPE), "blocks/se.md"),
-        BlockSpec("ECA", lambda rng: ECA(8, rng=rng, dtype="float64"),
+        BlockSpec("ECA", lambda rng: ECA(4, kernel_size=3, rng=rng, dtype="float64"),
                   lambda rng: tie_free(rng, _SHAPE), "blocks/eca.md"),
-        BlockSpec("ChannelAttention", lambda rng: ChannelAttention(8, reduction=4, rng=rng,
+        BlockSpec("ChannelAttention", lambda rng: ChannelAttention(4, reduction=2, rng=rng,
                                                                    dtype="float64"),
                   lambda rng: tie_free(rng, _SHAPE), "blocks/channel_attention.md"),
         BlockSpec("SpatialAttention", lambda rng: SpatialAttention(3, bias=True, rng=rng,
                                                                    dtype="float64"),
                   lambda rng: tie_free(rng, _SHAPE), "blocks/spatial_attention.md"),
-        BlockSpec("CBAM", lambda rng: CBAM(8, reduction=4, kernel_size=3, rng=rng, dtype="float64"),
+        BlockSpec("CBAM", lambda rng: CBAM(4, reduction=2, kernel_size=3, rng=rng, dtype="float64"),
                   lambda rng: tie_free(rng, _SHAPE), "blocks/cbam.md"),
     ]
 }
