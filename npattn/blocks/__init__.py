@@ -8,6 +8,8 @@ block                  pure pair                              params
 :class:`ChannelAttention`  ``channel_attention_forward`` / ...  ``mlp.0.weight``, ``mlp.2.weight``
 :class:`SpatialAttention`  ``spatial_attention_forward`` / ...  ``conv.weight`` [, ``conv.bias``]
 :class:`CBAM`          ``cbam_forward`` / ``cbam_backward``   ``ca.mlp.0.weight``, ``ca.mlp.2.weight``, ``sa.conv.weight``
+:class:`NonLocal`      ``nonlocal_forward`` / ...             ``theta``, ``phi``, ``g``, ``out`` (``.weight``, ``.bias``)
+:class:`SimAM`         ``simam_forward`` / ``simam_backward`` (none)
 =====================  =====================================  ====================================
 
 Every pure forward is ``NAME_forward(x, params) -> (y, cache)`` with ``cache.map`` the attention
@@ -19,7 +21,9 @@ from ._registry import BLOCK_REGISTRY, BlockSpec
 from .cbam import CBAM, cbam_backward, cbam_forward
 from .channel_attention import ChannelAttention, channel_attention_backward, channel_attention_forward
 from .eca import ECA, eca_backward, eca_forward, eca_kernel_size
+from .nonlocal_ import NonLocal, nonlocal_backward, nonlocal_forward
 from .se import SE, se_backward, se_forward
+from .simam import SimAM, simam_backward, simam_forward
 from .spatial_attention import SpatialAttention, spatial_attention_backward, spatial_attention_forward
 
 __all__ = [
@@ -28,5 +32,6 @@ __all__ = [
     "channel_attention_forward", "channel_attention_backward",
     "spatial_attention_forward", "spatial_attention_backward",
     "cbam_forward", "cbam_backward",
+    "NonLocal", "SimAM", "nonlocal_forward", "nonlocal_backward", "simam_forward", "simam_backward",
     "BLOCK_REGISTRY", "BlockSpec",
 ]

@@ -16,7 +16,9 @@ from ..module import Module
 from .cbam import CBAM
 from .channel_attention import ChannelAttention
 from .eca import ECA
+from .nonlocal_ import NonLocal
 from .se import SE
+from .simam import SimAM
 from .spatial_attention import SpatialAttention
 
 __all__ = ["BlockSpec", "BLOCK_REGISTRY", "tie_free"]
@@ -73,5 +75,9 @@ BLOCK_REGISTRY: dict[str, BlockSpec] = {
                   lambda rng: tie_free(rng, _SHAPE), "blocks/spatial_attention.md"),
         BlockSpec("CBAM", lambda rng: CBAM(4, reduction=2, kernel_size=3, rng=rng, dtype="float64"),
                   lambda rng: tie_free(rng, _SHAPE), "blocks/cbam.md"),
+        BlockSpec("NonLocal", lambda rng: NonLocal(4, inter_channels=2, rng=rng, dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/nonlocal.md"),
+        BlockSpec("SimAM", lambda rng: SimAM(lambda_=1e-2),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/simam.md"),
     ]
 }
