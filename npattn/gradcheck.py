@@ -115,7 +115,8 @@ class InputCheck:
     atol_eff : float
         The absolute tolerance after scaling: ``atol * max(1, scale)``.
     note : str
-        Why it failed when no number says it (missing gradient, wrong shape or dtype).
+        What the numbers do not say: no gradient returned (compared with zero), or a gradient
+        of the wrong shape (not compared) or dtype (compared, but failed).
     """
 
     name: str
