@@ -10,20 +10,22 @@
 **The tie rule of every max.**  A max sends its whole gradient to the *first* maximum in index
 order, as PyTorch does: row-major within a window or over ``H x W``, the lowest channel for
 ``channel_max``.  A NaN counts as the maximum (the first NaN gets the gradient), and a padded
-cell of ``max_pool2d`` never wins, even against a window of ``-inf``.  Max ops cache the index
-of the winner, never the input.  Derivations: ``docs/ops/pooling.md``.
+cell of ``max_pool2d`` never wins, even against a window of ``-inf``.  Max ops cache where the
+winner is (a mask, or the winning tap of each window), never the input.
+Derivations: ``docs/ops/pooling.md``.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
+import math
 from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
 
 from ..backend import namespace
 from ..checks import argument_error, check_float_array, check_shape, int_pair
-from ._geometry import check_window_fits, col2im, crop2d, im2col, pad2d
+from ._geometry import _tap, check_window_fits, col2im, crop2d, pad2d
 from ._registry import register_op
 
 __all__ = [
@@ -45,18 +47,18 @@ class ShapeCache(NamedTuple):
     shape: tuple[int, ...]
 
 
-class IndexCache(NamedTuple):
-    """A max's backward needs the index of the first maximum along the reduced axis (kept
-    as a size-1 axis) and the input's shape."""
+class MaskCache(NamedTuple):
+    """A max's backward needs where the first maximum of each reduced line is: a boolean
+    mask, true at exactly one entry per line, and the input's shape."""
 
-    index: Any
+    mask: Any
     shape: tuple[int, ...]
 
 
 class WindowCache(NamedTuple):
-    """A windowed pool's geometry; ``index`` is the winning tap (row-major in the window) of
-    each output for ``max_pool2d``, shape (N, C, 1, H_out, W_out), and ``None`` for
-    ``avg_pool2d``."""
+    """A windowed pool's geometry; ``index`` is the winning tap ``i k_w + j`` (row-major in the
+    window) of each output for ``max_pool2d``, int32 of shape (N, C, H_out, W_out), and
+    ``None`` for ``avg_pool2d``."""
 
     shape: tuple[int, int, int, int]
     kernel: tuple[int, int]
@@ -82,33 +84,42 @@ def _check_nchw(op: str, x: Any) -> ModuleType:
     return xp
 
 
-def _first_max(v: Any, axis: int, valid: Any = None) -> tuple[Any, Any]:
-    """The maximum of ``v`` along ``axis`` and the index of its first occurrence.
+def _first_max(v: Any, axis: int) -> tuple[Any, Any]:
+    """The maximum of ``v`` along ``axis`` (kept with size 1) and the mask of its first
+    occurrence: true at exactly one entry of each line along ``axis``.
 
-    Both keep ``axis`` with size 1.  Entries where ``valid`` is false never win; a NaN wins
-    (the first NaN), and the maximum is then NaN.
+    A NaN counts as the maximum: the maximum is NaN and the first NaN is marked.
+
+    Note: where every line holds its maximum exactly once (no tie, no NaN: the usual case),
+    ``v == max`` is the mask already, found in two passes; only otherwise is the first hit
+    located with ``argmax``, which over a non-last axis costs a transposed copy in NumPy.
     """
     xp = array_namespace(v)
     m = xp.max(v, axis=axis, keepdims=True)
-    hit = (v == m) | xp.isnan(v)
-    if valid is not None:
-        hit = hit & valid
-    # argmax returns the first index of the largest value, here the first hit.
-    index = xp.argmax(xp.astype(hit, xp.int8), axis=axis, keepdims=True)
-    return m, index
+    hit = v == m
+    if int(xp.count_nonzero(hit)) == math.prod(m.shape) and not bool(xp.any(xp.isnan(m))):
+        return m, hit
+    first = xp.argmax(xp.astype(hit | xp.isnan(v), xp.int8), axis=axis, keepdims=True)
+    size = v.shape[axis]
+    position = xp.reshape(xp.arange(size, dtype=first.dtype, device=device(v)),
+                          (1,) * axis + (size,) + (1,) * (v.ndim - axis - 1))
+    return m, position == first
 
 
-def _route(g: Any, index: Any, size: int, axis: int) -> Any:
-    """The adjoint of taking the entries at ``index`` along ``axis``: ``g`` where the position
-    along ``axis`` (of length ``size``) equals ``index``, zero elsewhere.
+def _route(g: Any, mask: Any, finite: bool | None = None) -> Any:
+    """``g`` (broadcast against ``mask``) where ``mask`` is true, zero elsewhere.
 
-    ``index`` and ``g`` have ``axis`` with size 1.
+    Note: for a ``g`` without inf or NaN this is ``g * mask``, branch-free: NumPy's ``where``
+    with an irregular mask costs about ten times a product.  ``where`` is kept for a ``g``
+    holding inf or NaN, which ``0 * g`` would spread.  ``finite`` says whether ``g`` is all
+    finite when the caller already knows.
     """
-    xp = array_namespace(g, index)
-    position = xp.arange(size, dtype=index.dtype, device=device(index))
-    position = xp.reshape(position, (1,) * axis + (size,) + (1,) * (index.ndim - axis - 1))
-    zero = xp.zeros((), dtype=g.dtype, device=device(g))
-    return xp.where(position == index, g, zero)
+    xp = array_namespace(g, mask)
+    if finite is None:
+        finite = bool(xp.all(xp.isfinite(g)))
+    if finite:
+        return g * xp.astype(mask, g.dtype)
+    return xp.where(mask, g, xp.zeros((), dtype=g.dtype, device=device(g)))
 
 
 def _spread(dy: Any, shape: tuple[int, ...], count: int) -> Any:
@@ -152,7 +163,7 @@ def global_avg_pool2d_backward(dy: Any, cache: ShapeCache) -> Any:
     return _spread(dy, cache.shape, h * w)
 
 
-def global_max_pool2d_forward(x: Any) -> tuple[Any, IndexCache]:
+def global_max_pool2d_forward(x: Any) -> tuple[Any, MaskCache]:
     """``y[n, c] = max over (h, w) of x[n, c, h, w]``.
 
     Parameters
@@ -162,17 +173,17 @@ def global_max_pool2d_forward(x: Any) -> tuple[Any, IndexCache]:
     Returns
     -------
     y : array, shape (N, C, 1, 1), the dtype of ``x``
-    cache : IndexCache
-        The row-major position ``h W + w`` of the first maximum, shape (N, C, 1), and the
-        shape of ``x``.
+    cache : MaskCache
+        The first maximum of each ``x[n, c]`` in row-major order, as a mask of shape
+        (N, C, H W), and the shape of ``x``.
     """
     xp = _check_nchw("global_max_pool2d", x)
     n, c, h, w = x.shape
-    m, index = _first_max(xp.reshape(x, (n, c, h * w)), axis=2)
-    return xp.reshape(m, (n, c, 1, 1)), IndexCache(index, tuple(x.shape))
+    m, mask = _first_max(xp.reshape(x, (n, c, h * w)), axis=2)
+    return xp.reshape(m, (n, c, 1, 1)), MaskCache(mask, tuple(x.shape))
 
 
-def global_max_pool2d_backward(dy: Any, cache: IndexCache) -> Any:
+def global_max_pool2d_backward(dy: Any, cache: MaskCache) -> Any:
     """``dx[n, c, h, w] = dy[n, c]`` at the first maximum of ``x[n, c]``, else 0.
 
     Parameters
@@ -185,9 +196,8 @@ def global_max_pool2d_backward(dy: Any, cache: IndexCache) -> Any:
     """
     n, c, h, w = cache.shape
     check_shape("global_max_pool2d_backward", "dy", dy, (n, c, 1, 1))
-    xp = namespace("global_max_pool2d_backward", dy=dy, index=cache.index)
-    dx = _route(xp.reshape(dy, (n, c, 1)), cache.index, h * w, axis=2)
-    return xp.reshape(dx, cache.shape)
+    xp = namespace("global_max_pool2d_backward", dy=dy, mask=cache.mask)
+    return xp.reshape(_route(xp.reshape(dy, (n, c, 1)), cache.mask), cache.shape)
 
 
 # --------------------------------------------------------------------------- across channels
@@ -225,7 +235,7 @@ def channel_mean_backward(dy: Any, cache: ShapeCache) -> Any:
     return _spread(dy, cache.shape, c)
 
 
-def channel_max_forward(x: Any) -> tuple[Any, IndexCache]:
+def channel_max_forward(x: Any) -> tuple[Any, MaskCache]:
     """``y[n, 0, h, w] = max over c of x[n, c, h, w]``.
 
     Parameters
@@ -235,15 +245,16 @@ def channel_max_forward(x: Any) -> tuple[Any, IndexCache]:
     Returns
     -------
     y : array, shape (N, 1, H, W), the dtype of ``x``
-    cache : IndexCache
-        The lowest channel holding the maximum, shape (N, 1, H, W), and the shape of ``x``.
+    cache : MaskCache
+        The lowest channel holding the maximum of each pixel, as a mask of shape
+        (N, C, H, W), and the shape of ``x``.
     """
     _check_nchw("channel_max", x)
-    y, index = _first_max(x, axis=1)
-    return y, IndexCache(index, tuple(x.shape))
+    y, mask = _first_max(x, axis=1)
+    return y, MaskCache(mask, tuple(x.shape))
 
 
-def channel_max_backward(dy: Any, cache: IndexCache) -> Any:
+def channel_max_backward(dy: Any, cache: MaskCache) -> Any:
     """``dx[n, c, h, w] = dy[n, 0, h, w]`` for the first channel ``c`` holding the maximum,
     else 0.
 
@@ -257,8 +268,8 @@ def channel_max_backward(dy: Any, cache: IndexCache) -> Any:
     """
     n, c, h, w = cache.shape
     check_shape("channel_max_backward", "dy", dy, (n, 1, h, w))
-    namespace("channel_max_backward", dy=dy, index=cache.index)
-    return _route(dy, cache.index, c, axis=1)
+    namespace("channel_max_backward", dy=dy, mask=cache.mask)
+    return _route(dy, cache.mask)
 
 
 # -------------------------------------------------------------------------- windowed pooling
@@ -288,12 +299,44 @@ def _check_window_dy(op: str, dy: Any, cache: WindowCache) -> None:
     check_shape(op, "dy", dy, (*cache.shape[:2], *cache.out_hw))
 
 
+def _taps(kernel: tuple[int, int], stride: tuple[int, int],
+          out_hw: tuple[int, int]) -> list[tuple[slice, slice]]:
+    """The strided slices of the padded input read by each tap, in row-major tap order."""
+    return [_tap(i, j, stride, _NO_DILATION, out_hw)
+            for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+def _first_real_cell(x: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                     padding: tuple[int, int], out_hw: tuple[int, int]) -> tuple[Any, Any]:
+    """The first cell of each window (row-major) that is not padding: its value, shape
+    (N, C, H_out, W_out), and its tap ``i k_w + j``, shape (H_out, W_out), as int32.
+
+    Real rows and columns are separable, so that cell is at the first real row ``i0`` and the
+    first real column ``j0`` of the window: ``i0 = max(0, p_h - oh s_h)``, likewise ``j0``.
+    """
+    xp = array_namespace(x)
+    dev = device(x)
+    first = [[max(0, p - o * s) for o in range(n)]
+             for p, s, n in zip(padding, stride, out_hw)]
+    rows, cols = ([o * s - p + f for o, f in enumerate(firsts)]
+                  for firsts, s, p in zip(first, stride, padding))
+    value = xp.take(xp.take(x, xp.asarray(rows, device=dev), axis=2),
+                    xp.asarray(cols, device=dev), axis=3)
+    tap = xp.asarray([[i * kernel[1] + j for j in first[1]] for i in first[0]],
+                     dtype=xp.int32, device=dev)
+    return value, tap
+
+
 def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None,
                        padding: Any = 0) -> tuple[Any, WindowCache]:
     """``y[n, c, oh, ow] = max over (i, j) of xpad[n, c, oh s_h + i, ow s_w + j]``.
 
     ``xpad`` is ``x`` padded with ``-inf``; a padded cell never wins (see the module's tie
     rule).  ``H_out = floor((H + 2 p_h - k_h) / s_h) + 1``, likewise ``W_out``.
+
+    The windows are read one tap at a time (no (N, C, k_h, k_w, H_out, W_out) copy): starting
+    from each window's first real cell, a later tap wins only if strictly greater (or the first
+    NaN), so the first maximum keeps the gradient and ``-inf`` padding can never take it.
 
     Parameters
     ----------
@@ -311,22 +354,27 @@ def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None,
     """
     xp = _check_nchw("max_pool2d", x)
     kernel, stride, padding, out_hw = _window_args("max_pool2d", x, kernel_size, stride, padding)
-    n, c, h, w = x.shape
-    taps = kernel[0] * kernel[1]
-    cols = im2col(pad2d(x, padding, float("-inf")), kernel, stride, _NO_DILATION, out_hw)
-    valid = None
-    if padding != (0, 0):  # which taps of each window read a real cell, not padding
-        ones = xp.ones((1, 1, h, w), dtype=x.dtype, device=device(x))
-        valid = im2col(pad2d(ones, padding, 0.0), kernel, stride, _NO_DILATION, out_hw) > 0
-        valid = xp.reshape(valid, (1, 1, taps, *out_hw))
-    m, index = _first_max(xp.reshape(cols, (n, c, taps, *out_hw)), axis=2, valid=valid)
-    y = xp.reshape(m, (n, c, *out_hw))
-    return y, WindowCache(tuple(x.shape), kernel, stride, padding, out_hw, index)
+    xpad = pad2d(x, padding, float("-inf"))
+    best, index = _first_real_cell(x, kernel, stride, padding, out_hw)
+    any_nan = bool(xp.any(xp.isnan(x)))
+    for t, (rows, cols) in enumerate(_taps(kernel, stride, out_hw)):
+        v = xpad[:, :, rows, cols]
+        better = v > best
+        if any_nan:  # a NaN beats any number; the first NaN is then kept
+            better = better | (xp.isnan(v) & ~xp.isnan(best))
+        best = xp.maximum(best, v)  # = where(better, v, best); maximum propagates NaN
+        # t grows along the loop, so this moves index to t exactly where better is true
+        # (branch-free, unlike where).
+        index = xp.maximum(index, xp.astype(better, xp.int32) * t)
+    return best, WindowCache(tuple(x.shape), kernel, stride, padding, out_hw, index)
 
 
 def max_pool2d_backward(dy: Any, cache: WindowCache) -> Any:
     """``dx = crop(col2im(g))`` with ``g[n, c, i, j, oh, ow] = dy[n, c, oh, ow]`` at the
     winning tap ``(i, j)`` of window ``(oh, ow)``, else 0.
+
+    ``col2im`` is done here tap by tap, without building ``g``: the same loop over taps, each
+    adding its share into the padded gradient.
 
     Parameters
     ----------
@@ -338,10 +386,11 @@ def max_pool2d_backward(dy: Any, cache: WindowCache) -> Any:
     """
     _check_window_dy("max_pool2d_backward", dy, cache)
     xp = namespace("max_pool2d_backward", dy=dy, index=cache.index)
-    (n, c, _, _), (kh, kw) = cache.shape, cache.kernel
-    g = _route(xp.expand_dims(dy, axis=2), cache.index, kh * kw, axis=2)
-    g = xp.reshape(g, (n, c, kh, kw, *cache.out_hw))
-    return crop2d(col2im(g, _padded_hw(cache), cache.stride, _NO_DILATION), cache.padding)
+    gpad = xp.zeros((*cache.shape[:2], *_padded_hw(cache)), dtype=dy.dtype, device=device(dy))
+    finite = bool(xp.all(xp.isfinite(dy)))
+    for t, (rows, cols) in enumerate(_taps(cache.kernel, cache.stride, cache.out_hw)):
+        gpad[:, :, rows, cols] += _route(dy, cache.index == t, finite)
+    return crop2d(gpad, cache.padding)
 
 
 def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None,
@@ -350,6 +399,8 @@ def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None,
 
     ``xpad`` is ``x`` padded with zeros, and the padded zeros count in the divisor
     (PyTorch's default ``count_include_pad=True``).  Output size as for :func:`max_pool2d_forward`.
+    The sum runs over the taps, one strided slice each (the columns of ``im2col``, without
+    building them).
 
     Parameters
     ----------
@@ -365,10 +416,13 @@ def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None,
     cache : WindowCache
         The geometry (``index`` is ``None``).
     """
-    xp = _check_nchw("avg_pool2d", x)
+    _check_nchw("avg_pool2d", x)
     kernel, stride, padding, out_hw = _window_args("avg_pool2d", x, kernel_size, stride, padding)
-    cols = im2col(pad2d(x, padding), kernel, stride, _NO_DILATION, out_hw)
-    y = xp.mean(cols, axis=(2, 3))
+    xpad = pad2d(x, padding)
+    total = 0.0
+    for rows, cols in _taps(kernel, stride, out_hw):
+        total = total + xpad[:, :, rows, cols]
+    y = total / (kernel[0] * kernel[1])
     return y, WindowCache(tuple(x.shape), kernel, stride, padding, out_hw)
 
 

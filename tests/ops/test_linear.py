@@ -110,7 +110,7 @@ def test_mixed_float_dtypes_are_a_type_error(backend):
 
 def test_dy_of_the_wrong_shape_is_a_value_error(backend):
     _, cache = linear_forward(*on(backend, np.ones((2, 3)), np.ones((4, 3))))
-    with pytest.raises(ValueError, match=r"^linear_backward: argument 'dy' expected shape \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"^linear_backward: argument 'dy' expected shape \(2, 4"):
         linear_backward(backend.asarray(np.ones((4, 2))), cache)
 
 

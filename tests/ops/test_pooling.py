@@ -318,6 +318,31 @@ def test_max_pool2d_ties_with_overlap_and_padding_match_loops(backend, fill):
     np.testing.assert_allclose(backend.to_numpy(dx), dx_ref, rtol=1e-15)
 
 
+def test_first_nan_wins_and_a_nan_line_does_not_hide_a_tie(backend):
+    # One plane with two NaNs (the first wins), one with a two-way tie: as many hits of
+    # "x == max" as planes, so a count alone would wrongly take the fast path.
+    x = np.zeros((1, 2, 2, 3))
+    x[0, 0, 0, 2] = x[0, 0, 1, 1] = np.nan
+    x[0, 1, 0, 1] = x[0, 1, 1, 0] = 4.0
+    dy = np.array([2.0, 3.0]).reshape(1, 2, 1, 1)
+    expected = np.zeros_like(x)
+    expected[0, 0, 0, 2], expected[0, 1, 0, 1] = 2.0, 3.0
+    _, cache = ops.global_max_pool2d_forward(backend.asarray(x))
+    dx = ops.global_max_pool2d_backward(backend.asarray(dy), cache)
+    np.testing.assert_array_equal(backend.to_numpy(dx), expected)
+    # The same planes read across channels: (C=2 as H*W=6 pixels) -> first NaN, lowest tie.
+    xc = np.moveaxis(x.reshape(1, 2, 6), 2, 1).reshape(1, 6, 1, 2)   # channels = 6 cells
+    dyc = np.array([2.0, 3.0]).reshape(1, 1, 1, 2)
+    _, cache = ops.channel_max_forward(backend.asarray(xc))
+    dxc = backend.to_numpy(ops.channel_max_backward(backend.asarray(dyc), cache))
+    expected_c = np.moveaxis(expected.reshape(1, 2, 6), 2, 1).reshape(xc.shape)
+    np.testing.assert_array_equal(dxc, expected_c)
+    # And inside a pooling window.
+    _, cache = ops.max_pool2d_forward(backend.asarray(x), (2, 3))
+    dx = ops.max_pool2d_backward(backend.asarray(dy), cache)
+    np.testing.assert_array_equal(backend.to_numpy(dx), expected)
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 def call_forward(op, x, **kwargs):
