@@ -100,6 +100,23 @@ def test_mul_float32_gradients_match_float64_finite_differences(backend):
     check_op(mul_forward, mul_backward, a, b, rng=rng).raise_if_failed()
 
 
+@pytest.mark.parametrize("b_shape", [(2, 3, 1, 1), (2, 1, 1, 1), (1, 1, 1, 1), (2, 3, 4, 1),
+                                     (2, 1, 4, 5), (3, 1, 1)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scale_gradients_match_loops(backend, b_shape, dtype):
+    # Per-channel (and coarser) scales take the vecdot path; the others the product and sum.
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal(b_shape)
+    dy = rng.standard_normal((2, 3, 4, 5))
+    _, cache = mul_forward(backend.asarray(a, dtype=dtype), backend.asarray(b, dtype=dtype))
+    da, db = mul_backward(backend.asarray(dy, dtype=dtype), cache)
+    tol = {"float32": 1e-5, "float64": 1e-12}[dtype]
+    assert db.dtype == backend.dtype(dtype)
+    np.testing.assert_allclose(backend.to_numpy(db), ref_unbroadcast(dy * a, b_shape),
+                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(backend.to_numpy(da), dy * b, rtol=tol, atol=tol)
+
+
 def test_broadcast_shape_follows_numpy():
     for a, b in [((2, 1, 4), (3, 1)), ((), (2, 3)), ((5,), (1,)), ((1, 0), (3, 1))]:
         assert broadcast_shape("test", a, b) == np.broadcast_shapes(a, b)
