@@ -153,13 +153,43 @@ _HEADER = ["input", "shape", "dtype", "max abs err", "max rel err", "out of tol"
            "analytic", "numeric", "result"]
 
 
+class _Verdict:
+    """What both reports share: ``passed``, ``report[input_name]``, ``raise_if_failed()``.
+
+    A subclass has ``name``, ``inputs`` (checks with ``.name`` and ``.passed``) and ``problems``.
+    """
+
+    name: str
+    inputs: list[Any]
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        """Every input passed and no problem (an input or ``dy`` modified) was seen."""
+        return not self.problems and all(c.passed for c in self.inputs)
+
+    def __getitem__(self, name: str) -> Any:
+        for c in self.inputs:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name}: no checked input {name!r} "
+                       f"(checked: {', '.join(c.name for c in self.inputs)})")
+
+    def raise_if_failed(self) -> Any:
+        """Raise :class:`GradcheckError` with ``str(self)`` unless it passed; return ``self``."""
+        if not self.passed:
+            raise GradcheckError(str(self))
+        return self
+
+
 @dataclass
-class GradcheckReport:
+class GradcheckReport(_Verdict):
     """What :func:`check_op` or :func:`check_module` found.
 
     ``str(report)`` is a table, one row per input; ``report["weight"]`` is that input's
     :class:`InputCheck`; ``report.passed`` is true when every input passed and no problem
-    (an input or ``dy`` modified, a failed float64 re-run) was seen.
+    (an input or ``dy`` modified) was seen; ``raise_if_failed()`` raises
+    :class:`GradcheckError` with the table.
     """
 
     name: str
@@ -176,23 +206,12 @@ class GradcheckReport:
     cotangent: np.ndarray | None = field(default=None, repr=False)
 
     @property
-    def passed(self) -> bool:
-        return not self.problems and all(c.passed for c in self.inputs)
-
-    @property
     def max_abs_err(self) -> float:
         return max((c.max_abs_err for c in self.inputs), default=float("nan"))
 
     @property
     def max_rel_err(self) -> float:
         return max((c.max_rel_err for c in self.inputs), default=float("nan"))
-
-    def __getitem__(self, name: str) -> InputCheck:
-        for c in self.inputs:
-            if c.name == name:
-                return c
-        raise KeyError(f"{self.name}: no checked input {name!r} "
-                       f"(checked: {', '.join(c.name for c in self.inputs)})")
 
     def __str__(self) -> str:
         rule = ("an entry fails when |analytic - numeric| > atol * max(1, max|numeric|) + "
@@ -208,12 +227,6 @@ class GradcheckReport:
         lines += [f"  problem: {p}" for p in self.problems]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-    def raise_if_failed(self) -> GradcheckReport:
-        """Raise :class:`GradcheckError` with ``str(self)`` unless it passed; return ``self``."""
-        if not self.passed:
-            raise GradcheckError(str(self))
-        return self
 
 
 @dataclass
@@ -234,23 +247,14 @@ class AdjointCheck:
 
 
 @dataclass
-class AdjointReport:
-    """What :func:`check_adjoint` found; ``str``, ``passed`` and ``raise_if_failed`` as above."""
+class AdjointReport(_Verdict):
+    """What :func:`check_adjoint` found; ``str``, ``passed``, ``report[name]`` and
+    ``raise_if_failed`` as for :class:`GradcheckReport`."""
 
     name: str
     rtol: float
     inputs: list[AdjointCheck]
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems and all(c.passed for c in self.inputs)
-
-    def __getitem__(self, name: str) -> AdjointCheck:
-        for c in self.inputs:
-            if c.name == name:
-                return c
-        raise KeyError(f"{self.name}: no checked input {name!r}")
 
     def __str__(self) -> str:
         lines = [f"check_adjoint {self.name}: {'passed' if self.passed else 'FAILED'}",
@@ -261,12 +265,6 @@ class AdjointReport:
         lines += [f"  {c.name}: {c.note}" for c in self.inputs if c.note]
         lines += [f"  problem: {p}" for p in self.problems]
         return "\n".join(lines)
-
-    def raise_if_failed(self) -> AdjointReport:
-        """Raise :class:`GradcheckError` with ``str(self)`` unless it passed; return ``self``."""
-        if not self.passed:
-            raise GradcheckError(str(self))
-        return self
 
 
 # ------------------------------------------------------------------------------ array helpers
