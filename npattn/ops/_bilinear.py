@@ -52,20 +52,27 @@ class Corners(NamedTuple):
     size: int
 
 
-def flat_index(xp: Any, iy: Any, ix: Any, height: int, width: int) -> Any:
-    """Flat positions of integer-valued float pixel coordinates ``(B, S)`` -> ``(B*S,)`` int64.
+def _axis(xp: Any, i: Any, size: int) -> tuple[Any, Any]:
+    """Whether integer-valued float coordinates lie in ``[0, size-1]``, and their int64 values
+    clipped into that range (clipped before the cast, so 1e30 cannot overflow)."""
+    inside = (i >= 0) & (i <= size - 1)
+    return inside, xp.astype(xp.clip(i, 0.0, float(size - 1)), xp.int64)
 
-    A position outside ``[0, H-1] x [0, W-1]`` maps to ``B*H*W``, the appended zero pixel.  The
-    coordinates are clipped before the integer cast, so a point far outside (1e30) cannot
-    overflow.
-    """
-    b, s = iy.shape
-    inside = (iy >= 0) & (iy <= height - 1) & (ix >= 0) & (ix <= width - 1)
-    row = xp.astype(xp.clip(iy, 0.0, float(height - 1)), xp.int64)
-    col = xp.astype(xp.clip(ix, 0.0, float(width - 1)), xp.int64)
-    image = xp.reshape(xp.arange(b, dtype=xp.int64, device=device(iy)) * (height * width), (b, 1))
-    outside = xp.asarray(b * height * width, dtype=xp.int64, device=device(iy))
-    return xp.reshape(xp.where(inside, image + row * width + col, outside), (b * s,))
+
+def _flat(xp: Any, row: tuple[Any, Any], col: tuple[Any, Any], height: int, width: int) -> Any:
+    """Flat positions ``b*H*W + y*W + x`` from :func:`_axis` results (B, S), or ``B*H*W`` (the
+    appended zero pixel) where the row or the column is outside; shape (B*S,)."""
+    (row_ok, y), (col_ok, x) = row, col
+    b, s = y.shape
+    image = xp.reshape(xp.arange(b, dtype=xp.int64, device=device(y)) * (height * width), (b, 1))
+    outside = xp.asarray(b * height * width, dtype=xp.int64, device=device(y))
+    return xp.reshape(xp.where(row_ok & col_ok, image + y * width + x, outside), (b * s,))
+
+
+def flat_index(xp: Any, iy: Any, ix: Any, height: int, width: int) -> Any:
+    """Flat positions of integer-valued float pixel coordinates ``(B, S)`` -> ``(B*S,)`` int64,
+    ``B*H*W`` (the appended zero pixel) for a position outside ``[0, H-1] x [0, W-1]``."""
+    return _flat(xp, _axis(xp, iy, height), _axis(xp, ix, width), height, width)
 
 
 def corners(py: Any, px: Any, height: int, width: int) -> Corners:
@@ -82,7 +89,9 @@ def corners(py: Any, px: Any, height: int, width: int) -> Corners:
     b, s = py.shape
     y0 = xp.floor(py)
     x0 = xp.floor(px)
-    index = tuple(flat_index(xp, y0 + dy, x0 + dx, height, width) for dy in (0, 1) for dx in (0, 1))
+    rows = [_axis(xp, y0 + dy, height) for dy in (0, 1)]
+    cols = [_axis(xp, x0 + dx, width) for dx in (0, 1)]
+    index = tuple(_flat(xp, row, col, height, width) for row in rows for col in cols)
     return Corners(index, xp.reshape(py - y0, (b * s,)), xp.reshape(px - x0, (b * s,)),  # type: ignore[arg-type]
                    b * height * width)
 
