@@ -7,9 +7,11 @@ As in PyTorch, "convolution" is a cross-correlation (the kernel is not flipped):
 
 with ``g = o // (O / groups)`` the group of output channel ``o`` and ``C_g = C / groups``.
 The forward gathers the windows with :func:`~npattn.ops._geometry.im2col` and does one batched
-matrix product per group; the backward is two matrix products and
-:func:`~npattn.ops._geometry.col2im`, the adjoint of the gather.  ``conv1d`` is ``conv2d`` with a
-unit height.  Derivations: ``docs/ops/conv.md``.
+matrix product per group, block by block over the batch so the windows fit one reused workspace.
+The backward: ``dweight`` from ``dy`` and the windows gathered again; ``dx`` through
+:func:`~npattn.ops._geometry.col2im`, the adjoint of the gather, or at stride 1 as a convolution
+of ``dy`` with the flipped kernel.  ``conv1d`` is ``conv2d`` with a unit height.  Derivations:
+``docs/ops/conv.md``.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def _int_one(op: str, arg: str, value: Any, minimum: int) -> int:
 
 # ------------------------------------------------------------------------------ the shared core
 
-def _windows(xp: Any, cache: ConvCache):
+def _windows(xp: Any, xpad: Any, kernel: tuple[int, int], groups: int, stride: tuple[int, int],
+             dilation: tuple[int, int], out_hw: tuple[int, int]):
     """Yield ``(block, cols)``: the batch in blocks and their grouped im2col windows.
 
     ``cols`` has shape (n_block, G, C/G*kh*kw, H_out*W_out), row ``(c, i, j)`` of group ``g``
@@ -114,55 +117,102 @@ def _windows(xp: Any, cache: ConvCache):
     Blocks of equal size share one workspace, so a block's ``cols`` is only valid until the
     next one is drawn.
     """
-    n, c = cache.xpad.shape[:2]
-    kh, kw = cache.weight.shape[2:]
-    k, length = c // cache.groups * kh * kw, cache.out_hw[0] * cache.out_hw[1]
+    n, c = xpad.shape[:2]
+    kh, kw = kernel
+    k, length = c // groups * kh * kw, out_hw[0] * out_hw[1]
     workspace = None
     for block in batch_blocks(n, c * kh * kw * length):
-        xb = cache.xpad[block, ...]
+        xb = xpad[block, ...]
         size = xb.shape[0]
         reuse = workspace if workspace is not None and workspace.shape[0] == size else None
-        cols = im2col(xb, (kh, kw), cache.stride, cache.dilation, cache.out_hw, out=reuse)
-        workspace = cols
-        yield block, xp.reshape(cols, (size, cache.groups, k, length))
+        workspace = im2col(xb, kernel, stride, dilation, out_hw, out=reuse)
+        yield block, xp.reshape(workspace, (size, groups, k, length))
+
+
+def _correlate(xp: Any, xpad: Any, weight: Any, groups: int, stride: tuple[int, int],
+               dilation: tuple[int, int], out_hw: tuple[int, int]) -> Any:
+    """``y[n, o] = weight[g] @ cols[n, g]`` block by block: the convolution without bias."""
+    o, cg, kh, kw = weight.shape
+    w_mat = xp.reshape(weight, (groups, o // groups, cg * kh * kw))
+    y = xp.empty((xpad.shape[0], o, *out_hw), dtype=xpad.dtype, device=device(xpad))
+    for block, cols in _windows(xp, xpad, (kh, kw), groups, stride, dilation, out_hw):
+        y_block = xp.matmul(w_mat, cols)                      # (G, O/G, K) @ (n, G, K, L)
+        y[block, ...] = xp.reshape(y_block, (cols.shape[0], o, *out_hw))
+    return y
+
+
+def _dweight(xp: Any, dy: Any, cache: ConvCache) -> Any:
+    """``dweight[g] = sum_n dy[n, g] @ cols[n, g]^T``, the windows gathered again block by block."""
+    o, cg, kh, kw = cache.weight.shape
+    groups = cache.groups
+    dweight = xp.zeros((groups, o // groups, cg * kh * kw), dtype=dy.dtype, device=device(dy))
+    for block, cols in _windows(xp, cache.xpad, (kh, kw), groups, cache.stride, cache.dilation,
+                                cache.out_hw):
+        dy_mat = xp.reshape(dy[block, ...], (cols.shape[0], groups, o // groups, cols.shape[3]))
+        dweight += xp.sum(xp.matmul(dy_mat, xp.matrix_transpose(cols)), axis=0)
+    return xp.reshape(dweight, cache.weight.shape)
+
+
+def _dx_by_col2im(xp: Any, dy: Any, cache: ConvCache) -> Any:
+    """``dx = crop(col2im(weight[g]^T @ dy[n, g]))``: every window added back where it was read."""
+    n, c, hp, wp = cache.xpad.shape
+    o, cg, kh, kw = cache.weight.shape
+    groups, length = cache.groups, cache.out_hw[0] * cache.out_hw[1]
+    w_mat_t = xp.matrix_transpose(xp.reshape(cache.weight, (groups, o // groups, cg * kh * kw)))
+    dxpad = xp.empty(cache.xpad.shape, dtype=dy.dtype, device=device(dy))
+    for block in batch_blocks(n, c * kh * kw * length):
+        size = block.stop - block.start
+        dy_mat = xp.reshape(dy[block, ...], (size, groups, o // groups, length))
+        dcols = xp.reshape(xp.matmul(w_mat_t, dy_mat), (size, c, kh, kw, *cache.out_hw))
+        dxpad[block, ...] = col2im(dcols, (hp, wp), cache.stride, cache.dilation)
+    return crop2d(dxpad, cache.padding)
+
+
+def _transposes_to_a_convolution(cache: ConvCache) -> bool:
+    """Stride 1 and ``padding <= dilation*(k - 1)``: :func:`_dx_by_convolution` applies."""
+    kernel = cache.weight.shape[2:]
+    return cache.stride == (1, 1) and all(
+        p <= d * (k - 1) for p, d, k in zip(cache.padding, cache.dilation, kernel))
+
+
+def _dx_by_convolution(xp: Any, dy: Any, cache: ConvCache) -> Any:
+    """For stride 1: ``dx`` is ``dy`` padded by ``d(k-1) - p`` correlated with the flipped kernel.
+
+    ``flipped[g*C/G + c, o, i, j] = weight[g*O/G + o, c, kh-1-i, kw-1-j]``, same groups and
+    dilation.  The same sums as :func:`_dx_by_col2im`, with one long matrix product (K = O/G*kh*kw)
+    in place of a short one and ``kh*kw`` additions.
+    """
+    n, c, hp, wp = cache.xpad.shape
+    o, cg, kh, kw = cache.weight.shape
+    groups = cache.groups
+    w_groups = xp.reshape(cache.weight, (groups, o // groups, cg, kh, kw))
+    flipped = xp.flip(xp.reshape(xp.permute_dims(w_groups, (0, 2, 1, 3, 4)), (c, o // groups, kh, kw)),
+                      axis=(2, 3))
+    pad = tuple(d * (k - 1) - p for d, k, p in zip(cache.dilation, (kh, kw), cache.padding))
+    in_hw = (hp - 2 * cache.padding[0], wp - 2 * cache.padding[1])
+    return _correlate(xp, pad2d(dy, pad), flipped, groups, (1, 1), cache.dilation, in_hw)
 
 
 def _conv2d(xp: Any, x: Any, weight: Any, bias: Any, groups: int, stride: tuple[int, int],
             padding: tuple[int, int], dilation: tuple[int, int],
             out_hw: tuple[int, int]) -> tuple[Any, ConvCache]:
     """conv2d on checked arguments: im2col, one batched matrix product per group, bias."""
-    o, cg, kh, kw = weight.shape
     cache = ConvCache(pad2d(x, padding), weight, groups, bias is not None, stride, padding,
                       dilation, out_hw)
-    w_mat = xp.reshape(weight, (groups, o // groups, cg * kh * kw))
-    y = xp.empty((x.shape[0], o, *out_hw), dtype=x.dtype, device=device(x))
-    for block, cols in _windows(xp, cache):
-        y_block = xp.matmul(w_mat, cols)                      # (G, O/G, K) @ (n, G, K, L)
-        y[block, ...] = xp.reshape(y_block, (cols.shape[0], o, *out_hw))
+    y = _correlate(xp, cache.xpad, weight, groups, stride, dilation, out_hw)
     if bias is not None:
-        y += xp.reshape(bias, (1, o, 1, 1))
+        y += xp.reshape(bias, (1, weight.shape[0], 1, 1))
     return y, cache
 
 
 def _conv2d_grads(xp: Any, dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
     """The three gradients of :func:`_conv2d` from ``dy`` of shape (N, O, H_out, W_out)."""
-    n, c, hp, wp = cache.xpad.shape
-    o, cg, kh, kw = cache.weight.shape
-    groups, k = cache.groups, cg * kh * kw
-    w_mat_t = xp.matrix_transpose(xp.reshape(cache.weight, (groups, o // groups, k)))
-    dweight = xp.zeros((groups, o // groups, k), dtype=dy.dtype, device=device(dy))
-    dxpad = xp.empty(cache.xpad.shape, dtype=dy.dtype, device=device(dy))
-    for block, cols in _windows(xp, cache):
-        size, length = cols.shape[0], cols.shape[3]
-        dy_mat = xp.reshape(dy[block, ...], (size, groups, o // groups, length))
-        # dweight[g] = sum_n dy[n, g] @ cols[n, g]^T
-        dweight += xp.sum(xp.matmul(dy_mat, xp.matrix_transpose(cols)), axis=0)
-        # dcols[n, g] = weight[g]^T @ dy[n, g], every window added back where it was read.
-        dcols = xp.reshape(xp.matmul(w_mat_t, dy_mat), (size, c, kh, kw, *cache.out_hw))
-        dxpad[block, ...] = col2im(dcols, (hp, wp), cache.stride, cache.dilation)
-    dx = crop2d(dxpad, cache.padding)
+    if _transposes_to_a_convolution(cache):
+        dx = _dx_by_convolution(xp, dy, cache)
+    else:
+        dx = _dx_by_col2im(xp, dy, cache)
     dbias = xp.sum(dy, axis=(0, 2, 3)) if cache.has_bias else None
-    return dx, xp.reshape(dweight, cache.weight.shape), dbias
+    return dx, _dweight(xp, dy, cache), dbias
 
 
 def _check_dy(op: str, dy: Any, cache: ConvCache, shape: tuple[int, ...]) -> Any:
@@ -223,13 +273,15 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
 def conv2d_backward(dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
     """Gradients of :func:`conv2d_forward`: ``(dx, dweight, dbias)``, ``dbias`` None without bias.
 
-    With ``cols`` the windows (K = C/G*kh*kw rows, L = H_out*W_out columns per sample and group)::
+    With ``cols[n, g]`` the windows (K = C/G*kh*kw rows, L = H_out*W_out columns)::
 
-        dweight[g] = sum_n dy[n, g] @ cols[n, g]^T
-        dx         = crop(col2im(weight[g]^T @ dy[n, g]))
         dbias[o]   = sum_{n, p, q} dy[n, o, p, q]
+        dweight[g] = sum_n dy[n, g] @ cols[n, g]^T
+        dx         = crop(col2im(weight[g]^T @ dy[n, g]))            (any stride)
+                   = correlate(pad(dy, d(k-1) - p), flipped weight)  (stride 1, p <= d(k-1))
 
-    See ``docs/ops/conv.md``.  ``dy`` (shape (N, O, H_out, W_out)) is not modified.
+    The two forms of ``dx`` are the same sums; the second is faster.  Derivations:
+    ``docs/ops/conv.md``.  ``dy`` (shape (N, O, H_out, W_out)) is not modified.
     """
     n = cache.xpad.shape[0]
     xp = _check_dy("conv2d_backward", dy, cache, (n, cache.weight.shape[0], *cache.out_hw))
