@@ -1,0 +1,180 @@
+"""NonLocal: forward against an independent einsum reference in both modes, softmax rows summing
+to one, equivariance under a permutation of positions, gradients by finite differences
+(check_module) on Hypothesis-drawn sizes, the pure pair against the module, dtypes, no
+mutation, bad input, and PyTorch where installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from blocks_reference import given_with_backend, host_params
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npattn.blocks import NonLocal, nonlocal_backward, nonlocal_forward
+from npattn.gradcheck import check_module
+
+MODES = ["embedded_gaussian", "dot_product"]
+
+
+def ref_nonlocal(x, p, mode):
+    """The block by einsum on flattened positions; returns (z, attention matrix)."""
+    n, c, h, w = x.shape
+
+    def conv1x1(name, v):                                          # v: (N, C_in, P)
+        return (np.einsum("oc,ncp->nop", p[f"{name}.weight"][:, :, 0, 0], v)
+                + p[f"{name}.bias"][None, :, None])
+
+    flat = x.reshape(n, c, h * w)
+    theta, phi, g = conv1x1("theta", flat), conv1x1("phi", flat), conv1x1("g", flat)
+    f = np.einsum("nip,niq->npq", theta, phi)                      # f[p, q] = theta_p . phi_q
+    if mode == "embedded_gaussian":
+        e = np.exp(f - f.max(axis=2, keepdims=True))
+        a = e / e.sum(axis=2, keepdims=True)
+    else:
+        a = f / (h * w)
+    y = np.einsum("npq,niq->nip", a, g)                            # y_p = sum_q a[p, q] g_q
+    return x + conv1x1("out", y).reshape(n, c, h, w), a
+
+
+@st.composite
+def nonlocal_cases(draw):
+    channels = draw(st.integers(1, 3))
+    inter = draw(st.none() | st.integers(1, 2))
+    module = NonLocal(channels, inter, draw(st.sampled_from(MODES)),
+                      rng=draw(st.integers(0, 2**32 - 1)), dtype="float64")
+    shape = (draw(st.integers(1, 2)), channels, draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    x = 2.0 * np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape)
+    return module, x
+
+
+@given_with_backend
+@given(case=nonlocal_cases())
+def test_forward_and_map_match_reference(backend, case):
+    module, x = case
+    z_ref, a_ref = ref_nonlocal(x, host_params(module), module.mode)
+    module.to(backend.xp)
+    xb = backend.asarray(x)
+    np.testing.assert_allclose(backend.to_numpy(module.forward(xb)), z_ref, rtol=1e-12, atol=1e-12)
+    a = backend.to_numpy(module.attention_map(xb))
+    np.testing.assert_allclose(a, a_ref, rtol=1e-12, atol=1e-14)
+    if module.mode == "embedded_gaussian":
+        np.testing.assert_allclose(a.sum(axis=2), 1.0, rtol=1e-13)
+        assert np.all(a > 0)
+
+
+@given_with_backend
+@given(case=nonlocal_cases())
+def test_backward_matches_finite_differences(backend, case):
+    module, x = case
+    module.to(backend.xp)
+    report = check_module(module, backend.asarray(x), rng=0)
+    report.raise_if_failed()
+    assert {c.name for c in report.inputs} == {"x", *module.params}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_permuting_positions_permutes_the_output(backend, mode):
+    rng = np.random.default_rng(11)
+    module = NonLocal(3, 2, mode, rng=1, dtype="float64").to(backend.xp)
+    n, c, h, w = 2, 3, 3, 4
+    x = rng.standard_normal((n, c, h, w))
+    perm = rng.permutation(h * w)
+    x_perm = x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
+    z = backend.to_numpy(module.forward(backend.asarray(x)))
+    z_perm = backend.to_numpy(module.forward(backend.asarray(x_perm)))
+    np.testing.assert_allclose(z_perm, z.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w),
+                               rtol=1e-12, atol=1e-13)
+    a = backend.to_numpy(module.attention_map(backend.asarray(x)))
+    a_perm = backend.to_numpy(module.attention_map(backend.asarray(x_perm)))
+    np.testing.assert_allclose(a_perm, a[:, perm][:, :, perm], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pure_pair_matches_module(backend, mode):
+    module = NonLocal(4, rng=2, mode=mode, dtype="float64").to(backend.xp)
+    assert module.inter_channels == 2
+    x = backend.asarray(np.random.default_rng(0).standard_normal((2, 4, 3, 2)))
+    dz = backend.asarray(np.random.default_rng(1).standard_normal((2, 4, 3, 2)))
+    z, cache = nonlocal_forward(x, dict(module.params), mode)
+    dx, dparams = nonlocal_backward(dz, cache)
+    np.testing.assert_allclose(backend.to_numpy(z), backend.to_numpy(module.forward(x)), rtol=1e-15)
+    np.testing.assert_allclose(backend.to_numpy(dx), backend.to_numpy(module.backward(dz)),
+                               rtol=1e-15)
+    assert set(dparams) == set(module.params)
+    for name, g in dparams.items():
+        np.testing.assert_allclose(backend.to_numpy(g), backend.to_numpy(module.grads[name]),
+                                   rtol=1e-15)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_float32_stays_float32_and_nothing_is_modified(backend, mode):
+    module = NonLocal(4, 3, mode, rng=3).to(backend.xp)
+    params_before = host_params(module)
+    rng = np.random.default_rng(5)
+    x_np = rng.standard_normal((2, 4, 2, 3)).astype(np.float32)
+    dz_np = rng.standard_normal(x_np.shape).astype(np.float32)
+    x, dz = backend.asarray(x_np), backend.asarray(dz_np)
+    z = module.forward(x)
+    dx = module.backward(dz)
+    assert z.dtype == backend.dtype("float32") and dx.dtype == backend.dtype("float32")
+    assert all(g.dtype == backend.dtype("float32") for g in module.grads.values())
+    np.testing.assert_array_equal(backend.to_numpy(x), x_np)
+    np.testing.assert_array_equal(backend.to_numpy(dz), dz_np)
+    for name, p in host_params(module).items():
+        np.testing.assert_array_equal(p, params_before[name])
+    z_ref, _ = ref_nonlocal(x_np.astype(np.float64), params_before, mode)
+    np.testing.assert_allclose(backend.to_numpy(z), z_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input(backend):
+    module = NonLocal(4, rng=0, dtype="float64").to(backend.xp)
+    with pytest.raises(ValueError, match="NonLocal: argument 'x' expected 4 channels"):
+        module.forward(backend.asarray(np.zeros((1, 3, 2, 2))))
+    with pytest.raises(ValueError, match="NonLocal: argument 'mode' expected one of"):
+        NonLocal(4, mode="gaussian")
+    with pytest.raises(ValueError, match="NonLocal: argument 'inter_channels' expected an int >= 1"):
+        NonLocal(4, inter_channels=0)
+    params = dict(module.params)
+    x = backend.asarray(np.zeros((1, 4, 2, 2)))
+    with pytest.raises(ValueError, match="nonlocal: argument 'mode' expected one of"):
+        nonlocal_forward(x, params, "concatenation")
+    del params["out.bias"]
+    with pytest.raises(ValueError, match="nonlocal: argument 'params' expected the keys"):
+        nonlocal_forward(x, params)
+
+
+def test_matches_pytorch_after_loading_its_state_dict():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class TorchNonLocal(nn.Module):
+        def __init__(self, c, ci, mode):
+            super().__init__()
+            self.theta, self.phi, self.g = (nn.Conv2d(c, ci, 1) for _ in range(3))
+            self.out = nn.Conv2d(ci, c, 1)
+            self.mode = mode
+
+        def forward(self, x):
+            n, _, h, w = x.shape
+            theta = self.theta(x).flatten(2).transpose(1, 2)           # (N, HW, Ci)
+            phi = self.phi(x).flatten(2)                               # (N, Ci, HW)
+            g = self.g(x).flatten(2).transpose(1, 2)                   # (N, HW, Ci)
+            f = theta @ phi
+            a = f.softmax(dim=-1) if self.mode == "embedded_gaussian" else f / (h * w)
+            y = (a @ g).transpose(1, 2).reshape(n, -1, h, w)
+            return x + self.out(y)
+
+    for mode in MODES:
+        torch.manual_seed(0)
+        reference = TorchNonLocal(6, 3, mode).double()
+        module = NonLocal(6, 3, mode, dtype="float64")
+        module.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+        x = np.random.default_rng(0).standard_normal((2, 6, 4, 3))
+        dz = np.random.default_rng(1).standard_normal(x.shape)
+        tx = torch.tensor(x, requires_grad=True)
+        reference(tx).backward(torch.tensor(dz))
+        np.testing.assert_allclose(module.forward(x), reference(tx).detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(module.backward(dz), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+        for name, p in reference.named_parameters():
+            np.testing.assert_allclose(module.grads[name], p.grad.numpy(), rtol=1e-10, atol=1e-12)
