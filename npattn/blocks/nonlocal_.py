@@ -5,7 +5,9 @@ Three 1x1 convolutions with bias map x to ``inter_channels`` (theta, phi, g); ev
 attends to every position, with the pairwise weights of the *embedded Gaussian* (a softmax over
 ``theta_i . phi_j``, unscaled) or the *dot product* (``theta_i . phi_j / (H W)``); the attended
 ``g`` passes through an output 1x1 convolution with bias (``out``) and is added to x.
-Built only from :mod:`npattn.ops`; the backward is the forward read in reverse.
+The positions are flattened once, so each 1x1 convolution is one matrix product broadcast over
+the batch.  Built from :mod:`npattn.ops` (and a bias add); the backward is the forward read in
+reverse.
 Derivation: ``docs/blocks/nonlocal.md``.
 """
 
@@ -25,26 +27,44 @@ MODES = ("embedded_gaussian", "dot_product")
 _EMBEDDINGS = ("theta", "phi", "g")
 
 
+class Conv1x1Cache(NamedTuple):
+    """A 1x1 convolution on flattened positions: the weight's reshape and the product."""
+
+    weight: Any    # reshape (O, I, 1, 1) -> (O, I)
+    product: Any   # matmul (O, I) @ (N, I, P)
+
+
+def _conv1x1_forward(xp: Any, v: Any, weight: Any, bias: Any) -> tuple[Any, Conv1x1Cache]:
+    """``W v + b`` for ``v`` (N, I, P), weight (O, I, 1, 1), bias (O,): a 1x1 convolution with
+    the positions flattened, one matrix product broadcast over the batch."""
+    w, c_weight = ops.reshape_forward(weight, tuple(weight.shape[:2]))
+    u, c_product = ops.matmul_forward(w, v)                           # (N, O, P)
+    return u + xp.reshape(bias, (-1, 1)), Conv1x1Cache(c_weight, c_product)
+
+
+def _conv1x1_backward(xp: Any, du: Any, cache: Conv1x1Cache) -> tuple[Any, Any, Any]:
+    """``(dv, dweight, dbias)`` of :func:`_conv1x1_forward`."""
+    dw, dv = ops.matmul_backward(du, cache.product)                   # dw summed over the batch
+    return dv, ops.reshape_backward(dw, cache.weight), xp.sum(du, axis=(0, 2))
+
+
 class NonLocalCache(NamedTuple):
     """The caches of the Non-local block's ops, in forward order, and the attention map."""
 
     mode: str
     hw: int
-    theta: Any      # conv2d 1x1
-    phi: Any        # conv2d 1x1
-    g: Any          # conv2d 1x1
-    theta_flat: Any  # reshape (N, Ci, H, W) -> (N, Ci, HW)
-    theta_t: Any    # permute -> (N, HW, Ci)
-    phi_flat: Any   # reshape -> (N, Ci, HW)
-    g_flat: Any     # reshape -> (N, Ci, HW)
-    g_t: Any        # permute -> (N, HW, Ci)
-    pair: Any       # matmul theta^T phi -> (N, HW, HW)
-    weights: Any    # softmax over the last axis (embedded Gaussian) or None (dot product)
-    attend: Any     # matmul weights @ g^T -> (N, HW, Ci)
-    attend_t: Any   # permute -> (N, Ci, HW)
-    attend_map: Any  # reshape -> (N, Ci, H, W)
-    out: Any        # conv2d 1x1 back to C channels
-    map: Any        # (N, HW, HW): row i holds the weights position i gives every position
+    x_flat: Any     # reshape (N, C, H, W) -> (N, C, P), P = H W
+    theta: Any      # 1x1 convolutions to (N, Ci, P)
+    phi: Any
+    g: Any
+    theta_t: Any    # permute theta -> (N, P, Ci)
+    pair: Any       # matmul theta^T phi -> f (N, P, P)
+    weights: Any    # softmax of f over its last axis (embedded Gaussian), or None (dot product)
+    a_t: Any        # permute a -> (N, P, P), a^T
+    attend: Any     # matmul g a^T -> y (N, Ci, P)
+    out: Any        # 1x1 convolution back to (N, C, P)
+    out_map: Any    # reshape -> (N, C, H, W)
+    map: Any        # a (N, P, P): row i holds the weights position i gives every position
 
 
 def nonlocal_forward(x: Any, params: dict[str, Any],
@@ -82,29 +102,25 @@ def nonlocal_forward(x: Any, params: dict[str, Any],
               for k, s in (("weight", ("ci", c, 1, 1)), ("bias", ("ci",)))}
     p = take_params("nonlocal", params, x, {**shapes, "out.weight": (c, "ci", 1, 1),
                                             "out.bias": (c,)})
-    ci, hw = p["theta.weight"].shape[0], h * w
+    hw = h * w
 
-    t, c_theta = ops.conv2d_forward(x, p["theta.weight"], p["theta.bias"])   # (N, Ci, H, W)
-    ph, c_phi = ops.conv2d_forward(x, p["phi.weight"], p["phi.bias"])
-    gx, c_g = ops.conv2d_forward(x, p["g.weight"], p["g.bias"])
-    t_flat, c_theta_flat = ops.reshape_forward(t, (n, ci, hw))
-    t_t, c_theta_t = ops.permute_forward(t_flat, (0, 2, 1))                 # (N, HW, Ci)
-    ph_flat, c_phi_flat = ops.reshape_forward(ph, (n, ci, hw))              # (N, Ci, HW)
-    g_flat, c_g_flat = ops.reshape_forward(gx, (n, ci, hw))
-    g_t, c_g_t = ops.permute_forward(g_flat, (0, 2, 1))                     # (N, HW, Ci)
-    f, c_pair = ops.matmul_forward(t_t, ph_flat)                            # (N, HW, HW)
+    v, c_x_flat = ops.reshape_forward(x, (n, c, hw))                         # (N, C, P)
+    t, c_theta = _conv1x1_forward(xp, v, p["theta.weight"], p["theta.bias"])  # (N, Ci, P)
+    ph, c_phi = _conv1x1_forward(xp, v, p["phi.weight"], p["phi.bias"])
+    g, c_g = _conv1x1_forward(xp, v, p["g.weight"], p["g.bias"])
+    t_t, c_theta_t = ops.permute_forward(t, (0, 2, 1))                       # (N, P, Ci)
+    f, c_pair = ops.matmul_forward(t_t, ph)                                  # (N, P, P)
     if mode == "embedded_gaussian":
         a, c_weights = ops.softmax_forward(f, axis=-1)
     else:
         a, c_weights = f / hw, None
-    y_t, c_attend = ops.matmul_forward(a, g_t)                              # (N, HW, Ci)
-    y_flat, c_attend_t = ops.permute_forward(y_t, (0, 2, 1))                # (N, Ci, HW)
-    y, c_attend_map = ops.reshape_forward(y_flat, (n, ci, h, w))
-    o, c_out = ops.conv2d_forward(y, p["out.weight"], p["out.bias"])        # (N, C, H, W)
-    z = x + o                                                               # the residual
-    return z, NonLocalCache(mode, hw, c_theta, c_phi, c_g, c_theta_flat, c_theta_t, c_phi_flat,
-                            c_g_flat, c_g_t, c_pair, c_weights, c_attend, c_attend_t,
-                            c_attend_map, c_out, a)
+    a_t, c_a_t = ops.permute_forward(a, (0, 2, 1))
+    y, c_attend = ops.matmul_forward(g, a_t)                                 # y_i = sum_j a_ij g_j
+    o, c_out = _conv1x1_forward(xp, y, p["out.weight"], p["out.bias"])       # (N, C, P)
+    o4, c_out_map = ops.reshape_forward(o, (n, c, h, w))
+    z = x + o4                                                               # the residual
+    return z, NonLocalCache(mode, hw, c_x_flat, c_theta, c_phi, c_g, c_theta_t, c_pair,
+                            c_weights, c_a_t, c_attend, c_out, c_out_map, a)
 
 
 def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any]]:
@@ -113,26 +129,22 @@ def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any
     x feeds the residual and the three embeddings: four terms summed on the last line.
     See ``docs/blocks/nonlocal.md``.  ``dz`` is not modified.
     """
-    namespace("nonlocal_backward", dz=dz)
-    do = dz                                                       # z = x + o: both get dz
-    dy, dw_out, db_out = ops.conv2d_backward(do, cache.out)
-    dy_flat = ops.reshape_backward(dy, cache.attend_map)
-    dy_t = ops.permute_backward(dy_flat, cache.attend_t)
-    da, dg_t = ops.matmul_backward(dy_t, cache.attend)            # y^T = a g^T
+    xp = namespace("nonlocal_backward", dz=dz)
+    do = ops.reshape_backward(dz, cache.out_map)                  # z = x + o: both get dz
+    dy, dw_out, db_out = _conv1x1_backward(xp, do, cache.out)
+    dg, da_t = ops.matmul_backward(dy, cache.attend)              # y = g a^T
+    da = ops.permute_backward(da_t, cache.a_t)
     if cache.mode == "embedded_gaussian":
         df = ops.softmax_backward(da, cache.weights)
     else:
         df = da / cache.hw
-    dt_t, dph_flat = ops.matmul_backward(df, cache.pair)          # f = theta^T phi
-    dg_flat = ops.permute_backward(dg_t, cache.g_t)
-    dgx = ops.reshape_backward(dg_flat, cache.g_flat)
-    dph = ops.reshape_backward(dph_flat, cache.phi_flat)
-    dt_flat = ops.permute_backward(dt_t, cache.theta_t)
-    dt = ops.reshape_backward(dt_flat, cache.theta_flat)
-    dx_g, dw_g, db_g = ops.conv2d_backward(dgx, cache.g)
-    dx_phi, dw_phi, db_phi = ops.conv2d_backward(dph, cache.phi)
-    dx_theta, dw_theta, db_theta = ops.conv2d_backward(dt, cache.theta)
-    dx = dz + dx_theta + dx_phi + dx_g                            # the four paths into x
+    dt_t, dph = ops.matmul_backward(df, cache.pair)               # f = theta^T phi
+    dt = ops.permute_backward(dt_t, cache.theta_t)
+    dv_g, dw_g, db_g = _conv1x1_backward(xp, dg, cache.g)
+    dv_phi, dw_phi, db_phi = _conv1x1_backward(xp, dph, cache.phi)
+    dv_theta, dw_theta, db_theta = _conv1x1_backward(xp, dt, cache.theta)
+    dx_embed = ops.reshape_backward(dv_theta + dv_phi + dv_g, cache.x_flat)
+    dx = dz + dx_embed                                            # residual + the three embeddings
     return dx, {"theta.weight": dw_theta, "theta.bias": db_theta,
                 "phi.weight": dw_phi, "phi.bias": db_phi,
                 "g.weight": dw_g, "g.bias": db_g,
