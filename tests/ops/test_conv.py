@@ -170,16 +170,26 @@ def test_conv1d_accepts_one_tuples_like_pytorch(backend, rng):
 
 # --------------------------------------------------------------------------------- backward
 
-@given_with_backend
-@given(case=conv2d_cases())
-def test_conv2d_gradients_match_finite_differences(backend, case):
-    check_op(ops.conv2d_forward, ops.conv2d_backward, *case.on(backend), **case.kwargs).raise_if_failed()
+CASES = {"conv2d": conv2d_cases(), "conv1d": conv1d_cases()}
 
 
+@pytest.mark.parametrize("op", CASES)
 @given_with_backend
-@given(case=conv1d_cases())
-def test_conv1d_gradients_match_finite_differences(backend, case):
-    check_op(ops.conv1d_forward, ops.conv1d_backward, *case.on(backend), **case.kwargs).raise_if_failed()
+@given(data=st.data())
+def test_gradients_match_finite_differences(backend, op, data):
+    case = data.draw(CASES[op])
+    forward, backward = getattr(ops, f"{op}_forward"), getattr(ops, f"{op}_backward")
+    check_op(forward, backward, *case.on(backend), **case.kwargs).raise_if_failed()
+
+
+@pytest.mark.parametrize("op", CASES)
+@given_with_backend
+@given(data=st.data())
+def test_adjoint_in_x_and_weight(backend, op, data):
+    """Linear in x and in weight (affine with a bias): the dot-product test for each."""
+    case = data.draw(CASES[op])
+    forward, backward = getattr(ops, f"{op}_forward"), getattr(ops, f"{op}_backward")
+    check_adjoint(forward, backward, *case.on(backend), **case.kwargs).raise_if_failed()
 
 
 def test_conv2d_float32_gradients_match_finite_differences(backend, rng):
@@ -188,19 +198,6 @@ def test_conv2d_float32_gradients_match_finite_differences(backend, rng):
                       backend.asarray(w, "float32"), backend.asarray(b, "float32"),
                       stride=(1, 2), padding=1, groups=2)
     report.raise_if_failed()
-
-
-@given_with_backend
-@given(case=conv2d_cases(extra=4))
-def test_conv2d_adjoint_in_x_and_weight(backend, case):
-    """Linear in x and in weight (affine with a bias): the dot-product test for each."""
-    check_adjoint(ops.conv2d_forward, ops.conv2d_backward, *case.on(backend), **case.kwargs).raise_if_failed()
-
-
-@given_with_backend
-@given(case=conv1d_cases())
-def test_conv1d_adjoint_in_x_and_weight(backend, case):
-    check_adjoint(ops.conv1d_forward, ops.conv1d_backward, *case.on(backend), **case.kwargs).raise_if_failed()
 
 
 @given_with_backend
