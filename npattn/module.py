@@ -160,7 +160,9 @@ class Module:
         self._cache, self._state = cache, "forward"
         return y
 
-    __call__ = forward
+    def __call__(self, x: Any) -> Any:
+        """Same as :meth:`forward` (also where a subclass overrides it)."""
+        return self.forward(x)
 
     def backward(self, dy: Any) -> Any:
         """Return ``dx`` for the last forward, and add each parameter's gradient into ``grads``.
