@@ -461,3 +461,11 @@ def test_nan_reaches_exactly_the_outputs_that_read_it(backend, op):
     np.testing.assert_array_equal(np.isnan(backend.to_numpy(y)), reads)
     dx = backend.to_numpy(pair(op)[1](backend.asarray(np.ones(tuple(y.shape))), cache))
     assert dx.shape == shape and np.all(np.isfinite(dx))
+
+
+def test_registry_entries():
+    for op in ALL_OPS:
+        spec = ops.REGISTRY[op]
+        assert spec.linear == (op in LINEAR_OPS), op
+        assert spec.family == "pooling" and spec.doc == "ops/pooling.md", op
+        assert (spec.forward, spec.backward) == pair(op)
