@@ -17,8 +17,8 @@ Derivations: ``docs/ops/pooling.md``.
 
 from __future__ import annotations
 
-from types import ModuleType
 import math
+from types import ModuleType
 from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
@@ -316,13 +316,14 @@ def _first_real_cell(x: Any, kernel: tuple[int, int], stride: tuple[int, int],
     """
     xp = array_namespace(x)
     dev = device(x)
-    first = [[max(0, p - o * s) for o in range(n)]
-             for p, s, n in zip(padding, stride, out_hw)]
-    rows, cols = ([o * s - p + f for o, f in enumerate(firsts)]
-                  for firsts, s, p in zip(first, stride, padding))
+    (sh, sw), (ph, pw), (out_h, out_w) = stride, padding, out_hw
+    first_i = [max(0, ph - oh * sh) for oh in range(out_h)]
+    first_j = [max(0, pw - ow * sw) for ow in range(out_w)]
+    rows = [oh * sh - ph + i for oh, i in enumerate(first_i)]
+    cols = [ow * sw - pw + j for ow, j in enumerate(first_j)]
     value = xp.take(xp.take(x, xp.asarray(rows, device=dev), axis=2),
                     xp.asarray(cols, device=dev), axis=3)
-    tap = xp.asarray([[i * kernel[1] + j for j in first[1]] for i in first[0]],
+    tap = xp.asarray([[i * kernel[1] + j for j in first_j] for i in first_i],
                      dtype=xp.int32, device=dev)
     return value, tap
 
