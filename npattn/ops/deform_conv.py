@@ -29,17 +29,29 @@ from ..backend import namespace
 from ..checks import (argument_error, check_float_array, check_int, check_same_dtype, check_shape,
                       int_pair)
 from . import _bilinear as bl
-from ._geometry import check_window_fits
+from ._geometry import batch_blocks, check_window_fits
 from ._registry import register_op
 
 __all__ = ["deform_conv2d_forward", "deform_conv2d_backward"]
+
+
+class _Geometry(NamedTuple):
+    """The sampling grid's hyperparameters, checked: all pairs (rows, columns)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    offset_groups: int
+    out_hw: tuple[int, int]
 
 
 class DeformConvCache(NamedTuple):
     """What :func:`deform_conv2d_backward` needs: the inputs (references) and the geometry.
 
     The sampled columns are not kept: the backward gathers the four corner values again (it
-    needs them for the offset gradient anyway) and rebuilds the columns from them.
+    needs them for the offset gradient anyway) and rebuilds the columns from them, block by
+    block over the batch.
     """
 
     x: Any
@@ -47,11 +59,7 @@ class DeformConvCache(NamedTuple):
     weight: Any
     mask: Any
     has_bias: bool
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    offset_groups: int
-    out_hw: tuple[int, int]
+    geometry: _Geometry
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -97,16 +105,25 @@ def _check_args(op: str, x: Any, offset: Any, weight: Any, bias: Any, mask: Any,
 
 # ------------------------------------------------------------------------------ the shared core
 
-def _sample_points(xp: Any, offset: Any, kernel: tuple[int, int], geometry: tuple,
-                   hw: tuple[int, int]) -> bl.Corners:
+def _blocks(x: Any, weight: Any, out_hw: tuple[int, int]) -> list[slice]:
+    """Consecutive slices of the batch whose sampling work fits in about ``BLOCK_ELEMENTS``.
+
+    One sample keeps about five (C, kh*kw*L) arrays alive in the backward (the four corner
+    values and the columns): blocks of that size stay in cache and reuse freed memory instead
+    of faulting fresh pages in (see ``npattn/ops/_geometry.py``).
+    """
+    per_sample = 5 * x.shape[1] * weight.shape[2] * weight.shape[3] * out_hw[0] * out_hw[1]
+    return batch_blocks(x.shape[0], per_sample)
+
+
+def _sample_points(xp: Any, offset: Any, geometry: _Geometry, hw: tuple[int, int]) -> bl.Corners:
     """The corners of every sample point, for images ``b = n*G + g`` and points ``(i, j, p, q)``.
 
     ``py[n, g, i, j, p, q] = p s_h - pad_h + i d_h + offset[n, 2*(g*kh*kw + i*kw + j), p, q]``,
     ``px`` likewise from the odd channels.
     """
-    stride, padding, dilation, groups, (ho, wo) = geometry
+    (kh, kw), stride, padding, dilation, groups, (ho, wo) = geometry
     n = offset.shape[0]
-    kh, kw = kernel
     dt, dev = offset.dtype, device(offset)
     off = xp.reshape(offset, (n, groups, kh, kw, 2, ho, wo))
     rows = xp.arange(ho, dtype=dt, device=dev) * stride[0] - padding[0]
@@ -128,27 +145,38 @@ def _source(xp: Any, x: Any, groups: int) -> Any:
     return bl.padded_source(xp.reshape(src, (c // groups, n * groups * h * w)))
 
 
-def _to_columns(xp: Any, v: Any, n: int, groups: int, wgroups: int, kernel: tuple[int, int],
-                length: int) -> Any:
-    """Samples (C/G, N*G*kh*kw*L) to conv columns (N, groups, C/groups*kh*kw, L)."""
-    cg = v.shape[0]
-    k = kernel[0] * kernel[1]
+def _weight_matrix(xp: Any, weight: Any, c: int) -> Any:
+    """``weight`` as (groups, O/groups, C/groups*kh*kw), ``groups = C / weight.shape[1]``."""
+    o, cw, kh, kw = weight.shape
+    return xp.reshape(weight, (c // cw, o // (c // cw), cw * kh * kw))
+
+
+def _to_columns(xp: Any, v: Any, wgroups: int, geometry: _Geometry) -> Any:
+    """Samples (C/G, n*G*kh*kw*L) to conv columns (n, groups, C/groups*kh*kw, L)."""
+    cg, groups = v.shape[0], geometry.offset_groups
+    k, length = geometry.kernel[0] * geometry.kernel[1], geometry.out_hw[0] * geometry.out_hw[1]
+    n = v.shape[1] // (groups * k * length)
     cols = xp.permute_dims(xp.reshape(v, (cg, n, groups, k, length)), (1, 2, 0, 3, 4))
     return xp.reshape(cols, (n, wgroups, groups * cg * k // wgroups, length))
 
 
-def _from_columns(xp: Any, dcols: Any, groups: int, kernel: tuple[int, int]) -> Any:
-    """Adjoint of :func:`_to_columns`: (N, groups, C/groups*kh*kw, L) to (C/G, N*G*kh*kw*L)."""
+def _from_columns(xp: Any, dcols: Any, geometry: _Geometry) -> Any:
+    """Adjoint of :func:`_to_columns`: (n, groups, C/groups*kh*kw, L) to (C/G, n*G*kh*kw*L)."""
     n, _, _, length = dcols.shape
-    k = kernel[0] * kernel[1]
+    groups, k = geometry.offset_groups, geometry.kernel[0] * geometry.kernel[1]
     cg = dcols.shape[1] * dcols.shape[2] // (groups * k)
     d = xp.permute_dims(xp.reshape(dcols, (n, groups, cg, k, length)), (2, 0, 1, 3, 4))
     return xp.reshape(d, (cg, n * groups * k * length))
 
 
 def _mask_row(xp: Any, mask: Any) -> Any:
-    """The mask as one row (1, N*G*kh*kw*L), in the order of the sample points."""
+    """The mask as one row (1, n*G*kh*kw*L), in the order of the sample points."""
     return xp.reshape(mask, (1, mask.shape[0] * mask.shape[1] * mask.shape[2] * mask.shape[3]))
+
+
+def _join(xp: Any, blocks: list[Any]) -> Any:
+    """The per-block results along the batch axis."""
+    return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)
 
 
 # -------------------------------------------------------------------------------- deform_conv2d
@@ -196,20 +224,21 @@ def deform_conv2d_forward(x: Any, offset: Any, weight: Any, bias: Any = None, ma
     op = "deform_conv2d"
     xp, stride, padding, dilation, groups, out_hw = _check_args(
         op, x, offset, weight, bias, mask, stride, padding, dilation, offset_groups)
-    n, c, h, w = x.shape
-    o, cw, kh, kw = weight.shape
-    wgroups, length = c // cw, out_hw[0] * out_hw[1]
-    corners = _sample_points(xp, offset, (kh, kw), (stride, padding, dilation, groups, out_hw), (h, w))
-    v = bl.sample(_source(xp, x, groups), corners)                     # (C/G, N*G*kh*kw*L)
-    if mask is not None:
-        v = v * _mask_row(xp, mask)
-    cols = _to_columns(xp, v, n, groups, wgroups, (kh, kw), length)    # (N, groups, K, L)
-    w_mat = xp.reshape(weight, (wgroups, o // wgroups, cw * kh * kw))
-    y = xp.reshape(xp.matmul(w_mat, cols), (n, o, *out_hw))
+    o = weight.shape[0]
+    geometry = _Geometry(tuple(weight.shape[2:]), stride, padding, dilation, groups, out_hw)
+    w_mat = _weight_matrix(xp, weight, x.shape[1])
+    blocks = []
+    for blk in _blocks(x, weight, out_hw):
+        corners = _sample_points(xp, offset[blk, ...], geometry, tuple(x.shape[2:]))
+        v = bl.sample(_source(xp, x[blk, ...], groups), corners)         # (C/G, n*G*kh*kw*L)
+        if mask is not None:
+            v *= _mask_row(xp, mask[blk, ...])
+        cols = _to_columns(xp, v, w_mat.shape[0], geometry)              # (n, groups, K, L)
+        blocks.append(xp.reshape(xp.matmul(w_mat, cols), (cols.shape[0], o, *out_hw)))
+    y = _join(xp, blocks)
     if bias is not None:
-        y = y + xp.reshape(bias, (1, o, 1, 1))
-    return y, DeformConvCache(x, offset, weight, mask, bias is not None, stride, padding, dilation,
-                              groups, out_hw)
+        y += xp.reshape(bias, (1, o, 1, 1))
+    return y, DeformConvCache(x, offset, weight, mask, bias is not None, geometry)
 
 
 def deform_conv2d_backward(dy: Any, cache: DeformConvCache) -> tuple[Any, Any, Any, Any, Any]:
@@ -226,36 +255,40 @@ def deform_conv2d_backward(dy: Any, cache: DeformConvCache) -> tuple[Any, Any, A
     See ``docs/ops/deform_conv.md``.  ``dy`` (shape (N, O, H_out, W_out)) is not modified.
     """
     op = "deform_conv2d_backward"
-    x, weight, mask, groups = cache.x, cache.weight, cache.mask, cache.offset_groups
+    x, offset, weight, mask, geometry = cache.x, cache.offset, cache.weight, cache.mask, cache.geometry
     n, c, h, w = x.shape
-    o, cw, kh, kw = weight.shape
-    wgroups, length = c // cw, cache.out_hw[0] * cache.out_hw[1]
+    o, groups = weight.shape[0], geometry.offset_groups
     check_float_array(op, "dy", dy)
-    check_shape(op, "dy", dy, (n, o, *cache.out_hw))
+    check_shape(op, "dy", dy, (n, o, *geometry.out_hw))
     xp = namespace(op, dy=dy, x=x)
     check_same_dtype(op, x=x, dy=dy)
-    geometry = (cache.stride, cache.padding, cache.dilation, groups, cache.out_hw)
-    corners = _sample_points(xp, cache.offset, (kh, kw), geometry, (h, w))
-    src = _source(xp, x, groups)
-    values = bl.gather_corners(src, corners)
-    v = bl.combine(values, corners)                                    # (C/G, N*G*kh*kw*L)
-    m = None if mask is None else _mask_row(xp, mask)
-    cols = _to_columns(xp, v if m is None else v * m, n, groups, wgroups, (kh, kw), length)
-    dy_mat = xp.reshape(dy, (n, wgroups, o // wgroups, length))
-    w_mat = xp.reshape(weight, (wgroups, o // wgroups, cw * kh * kw))
-    dweight = xp.reshape(xp.sum(xp.matmul(dy_mat, xp.matrix_transpose(cols)), axis=0), weight.shape)
+    w_mat = _weight_matrix(xp, weight, c)                                # (groups, O/groups, K)
+    wgroups, length = w_mat.shape[0], geometry.out_hw[0] * geometry.out_hw[1]
+    dweight = xp.zeros(w_mat.shape, dtype=weight.dtype, device=device(weight))
+    dxs, doffsets, dmasks = [], [], []
+    for blk in _blocks(x, weight, geometry.out_hw):
+        corners = _sample_points(xp, offset[blk, ...], geometry, (h, w))
+        values = bl.gather_corners(_source(xp, x[blk, ...], groups), corners)
+        v = bl.combine(values, corners)                                  # (C/G, n*G*kh*kw*L)
+        m = None if mask is None else _mask_row(xp, mask[blk, ...])
+        cols = _to_columns(xp, v if m is None else v * m, wgroups, geometry)
+        nb = cols.shape[0]
+        dy_mat = xp.reshape(dy[blk, ...], (nb, wgroups, o // wgroups, length))
+        dweight += xp.sum(xp.matmul(dy_mat, xp.matrix_transpose(cols)), axis=0)
+        dcols = _from_columns(xp, xp.matmul(xp.matrix_transpose(w_mat), dy_mat), geometry)
+        if m is not None:
+            dmasks.append(xp.reshape(xp.sum(dcols * v, axis=0), (nb, *mask.shape[1:])))
+            dcols *= m                                                   # now dv = m * dcols
+        dsrc = bl.sample_backward_src(dcols, corners)                    # (C/G, n*G*H*W)
+        dxs.append(xp.reshape(xp.permute_dims(xp.reshape(dsrc, (c // groups, nb, groups, h, w)),
+                                              (1, 2, 0, 3, 4)), (nb, c, h, w)))
+        dpy, dpx = bl.sample_backward_coords(dcols, values, corners)
+        shape = (nb, groups, *geometry.kernel, *geometry.out_hw)
+        doffsets.append(xp.reshape(xp.stack([xp.reshape(dpy, shape), xp.reshape(dpx, shape)],
+                                            axis=4), (nb, *offset.shape[1:])))
     dbias = xp.sum(dy, axis=(0, 2, 3)) if cache.has_bias else None
-    dcols = _from_columns(xp, xp.matmul(xp.matrix_transpose(w_mat), dy_mat), groups, (kh, kw))
-    dmask = None if m is None else xp.reshape(xp.sum(dcols * v, axis=0), mask.shape)
-    dv = dcols if m is None else dcols * m
-    dsrc = bl.sample_backward_src(dv, corners)                         # (C/G, N*G*H*W)
-    dx = xp.reshape(xp.permute_dims(xp.reshape(dsrc, (c // groups, n, groups, h, w)),
-                                    (1, 2, 0, 3, 4)), (n, c, h, w))
-    dpy, dpx = bl.sample_backward_coords(dv, values, corners)
-    shape = (n, groups, kh, kw, *cache.out_hw)
-    doffset = xp.reshape(xp.stack([xp.reshape(dpy, shape), xp.reshape(dpx, shape)], axis=4),
-                         cache.offset.shape)
-    return dx, doffset, dweight, dbias, dmask
+    dmask = _join(xp, dmasks) if mask is not None else None
+    return _join(xp, dxs), _join(xp, doffsets), xp.reshape(dweight, weight.shape), dbias, dmask
 
 
 # ----------------------------------------------------------------------------------- registry

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from npattn.gradcheck import check_adjoint, check_op
+from npattn.ops import _geometry as geometry
 from npattn.ops import conv2d_forward, deform_conv2d_backward, deform_conv2d_forward
 
 # The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
