@@ -145,28 +145,26 @@ class Sigmoid(_OpLayer):
     _op = "sigmoid"
 
 
-class MaxPool2d(_OpLayer):
+class _WindowPool(_OpLayer):
+    """A pool over ``kernel_size`` windows, ``stride`` apart (default: the kernel size)."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+        kernel = int_pair(self.name, "kernel_size", kernel_size, 1)
+        stride = kernel if stride is None else int_pair(self.name, "stride", stride, 1)
+        super().__init__(kernel_size=kernel, stride=stride,
+                         padding=int_pair(self.name, "padding", padding, 0))
+
+
+class MaxPool2d(_WindowPool):
     """``nn.MaxPool2d(kernel_size, stride=kernel_size, padding=0)``; ties go to the first maximum."""
 
     _op = "max_pool2d"
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
-        kernel = int_pair("MaxPool2d", "kernel_size", kernel_size, 1)
-        stride = kernel if stride is None else int_pair("MaxPool2d", "stride", stride, 1)
-        super().__init__(kernel_size=kernel, stride=stride,
-                         padding=int_pair("MaxPool2d", "padding", padding, 0))
 
-
-class AvgPool2d(_OpLayer):
+class AvgPool2d(_WindowPool):
     """``nn.AvgPool2d(kernel_size, stride=kernel_size, padding=0)``, padding counted in the mean."""
 
     _op = "avg_pool2d"
-
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
-        kernel = int_pair("AvgPool2d", "kernel_size", kernel_size, 1)
-        stride = kernel if stride is None else int_pair("AvgPool2d", "stride", stride, 1)
-        super().__init__(kernel_size=kernel, stride=stride,
-                         padding=int_pair("AvgPool2d", "padding", padding, 0))
 
 
 class AdaptiveAvgPool2d(_OpLayer):

@@ -14,9 +14,10 @@ from typing import Any, Callable
 
 from ..backend import namespace
 from ..checks import argument_error, check_float_array, check_int
+from ..init import as_generator, kaiming_uniform
 from ..module import Module
 
-__all__ = ["take_params", "split_params", "prefixed", "hidden_width", "check_odd", "Block"]
+__all__ = ["take_params", "split_params", "prefixed", "hidden_width", "check_odd", "Block", "BottleneckBlock"]
 
 
 def take_params(op: str, params: Any, x: Any, shapes: Mapping[str, tuple[Any, ...]],
@@ -136,3 +137,29 @@ class Block(Module):
         """The attention map for input ``x`` (keeps no cache: a later backward is unaffected)."""
         _, cache = self._forward(x)
         return cache.map
+
+
+class BottleneckBlock(Block):
+    """A block whose parameters are a bias-free ``C -> h -> C`` bottleneck (SE, channel attention).
+
+    Subclasses set ``weight_names`` (the squeeze's and the expansion's PyTorch names) and
+    ``kernel``: ``()`` for linear layers, ``(1, 1)`` for 1x1 convolutions.  Both weights are
+    drawn like PyTorch's defaults, the squeeze first, from one generator.
+    """
+
+    weight_names: tuple[str, str]
+    kernel: tuple[int, ...] = ()
+
+    def __init__(self, channels: int, reduction: int = 16, *, rng: Any = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        self.channels = check_int(self.name, "channels", channels, minimum=1)
+        self.reduction = check_int(self.name, "reduction", reduction, minimum=1)
+        h = hidden_width(self.channels, self.reduction)
+        gen = as_generator(rng, self.name)
+        squeeze, expand = self.weight_names
+        self.add_param(squeeze, kaiming_uniform((h, self.channels, *self.kernel), gen, dtype=dtype))
+        self.add_param(expand, kaiming_uniform((self.channels, h, *self.kernel), gen, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}"

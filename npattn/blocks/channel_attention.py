@@ -11,9 +11,8 @@ from typing import Any, NamedTuple
 
 from .. import ops
 from ..backend import namespace
-from ..checks import check_float_array, check_int
-from ..init import as_generator, kaiming_uniform
-from ._base import Block, hidden_width, take_params
+from ..checks import check_float_array
+from ._base import BottleneckBlock, take_params
 
 __all__ = ["channel_attention_forward", "channel_attention_backward", "ChannelAttention",
            "ChannelAttentionCache", "MLPCache"]
@@ -108,7 +107,7 @@ def channel_attention_backward(dy: Any, cache: ChannelAttentionCache) -> tuple[A
     return dx, {"mlp.0.weight": dw1_avg + dw1_max, "mlp.2.weight": dw2_avg + dw2_max}
 
 
-class ChannelAttention(Block):
+class ChannelAttention(BottleneckBlock):
     """CBAM's channel attention module, the stateful face of :func:`channel_attention_forward`.
 
     Parameters
@@ -126,16 +125,5 @@ class ChannelAttention(Block):
 
     pure_forward = staticmethod(channel_attention_forward)
     pure_backward = staticmethod(channel_attention_backward)
-
-    def __init__(self, channels: int, reduction: int = 16, *, rng: Any = None,
-                 dtype: str = "float32") -> None:
-        super().__init__()
-        self.channels = check_int("ChannelAttention", "channels", channels, minimum=1)
-        self.reduction = check_int("ChannelAttention", "reduction", reduction, minimum=1)
-        h = hidden_width(self.channels, self.reduction)
-        gen = as_generator(rng, "ChannelAttention")
-        self.add_param("mlp.0.weight", kaiming_uniform((h, self.channels, 1, 1), gen, dtype=dtype))
-        self.add_param("mlp.2.weight", kaiming_uniform((self.channels, h, 1, 1), gen, dtype=dtype))
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, reduction={self.reduction}"
+    weight_names = ("mlp.0.weight", "mlp.2.weight")
+    kernel = (1, 1)

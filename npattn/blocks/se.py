@@ -10,9 +10,8 @@ from typing import Any, NamedTuple
 
 from .. import ops
 from ..backend import namespace
-from ..checks import check_float_array, check_int
-from ..init import as_generator, kaiming_uniform
-from ._base import Block, hidden_width, take_params
+from ..checks import check_float_array
+from ._base import BottleneckBlock, take_params
 
 __all__ = ["se_forward", "se_backward", "SE", "SECache"]
 
@@ -81,7 +80,7 @@ def se_backward(dy: Any, cache: SECache) -> tuple[Any, dict[str, Any]]:
     return dx, {"excitation.0.weight": dw1, "excitation.2.weight": dw2}
 
 
-class SE(Block):
+class SE(BottleneckBlock):
     """Squeeze-and-excitation block, the stateful face of :func:`se_forward`.
 
     Parameters
@@ -99,16 +98,4 @@ class SE(Block):
 
     pure_forward = staticmethod(se_forward)
     pure_backward = staticmethod(se_backward)
-
-    def __init__(self, channels: int, reduction: int = 16, *, rng: Any = None,
-                 dtype: str = "float32") -> None:
-        super().__init__()
-        self.channels = check_int("SE", "channels", channels, minimum=1)
-        self.reduction = check_int("SE", "reduction", reduction, minimum=1)
-        h = hidden_width(self.channels, self.reduction)
-        gen = as_generator(rng, "SE")
-        self.add_param("excitation.0.weight", kaiming_uniform((h, self.channels), gen, dtype=dtype))
-        self.add_param("excitation.2.weight", kaiming_uniform((self.channels, h), gen, dtype=dtype))
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, reduction={self.reduction}"
+    weight_names = ("excitation.0.weight", "excitation.2.weight")
