@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from ..backend import namespace
+from ..backend import is_numpy, namespace
 from ..checks import argument_error, check_float_array, check_shape, int_pair
 from ._geometry import _tap, check_window_fits, col2im, crop2d, pad2d
 from ._registry import register_op
@@ -93,11 +93,14 @@ def _first_max(v: Any, axis: int) -> tuple[Any, Any]:
     Note: where every line holds its maximum exactly once (no tie, no NaN: the usual case),
     ``v == max`` is the mask already, found in two passes; only otherwise is the first hit
     located with ``argmax``, which over a non-last axis costs a transposed copy in NumPy.
+    Only NumPy reads that flag: on a device it would be a host copy (a stall), so every other
+    library takes the ``argmax`` route, which is right in every case.
     """
     xp = array_namespace(v)
     m = xp.max(v, axis=axis, keepdims=True)
     hit = v == m
-    if int(xp.count_nonzero(hit)) == math.prod(m.shape) and not bool(xp.any(xp.isnan(m))):
+    if (is_numpy(xp) and int(xp.count_nonzero(hit)) == math.prod(m.shape)
+            and not bool(xp.any(xp.isnan(m)))):
         return m, hit
     first = xp.argmax(xp.astype(hit | xp.isnan(v), xp.int8), axis=axis, keepdims=True)
     size = v.shape[axis]
@@ -111,12 +114,12 @@ def _route(g: Any, mask: Any, finite: bool | None = None) -> Any:
 
     Note: for a ``g`` without inf or NaN this is ``g * mask``, branch-free: NumPy's ``where``
     with an irregular mask costs about ten times a product.  ``where`` is kept for a ``g``
-    holding inf or NaN, which ``0 * g`` would spread.  ``finite`` says whether ``g`` is all
-    finite when the caller already knows.
+    holding inf or NaN, which ``0 * g`` would spread, and off NumPy, where finding out would cost
+    a host read.  ``finite`` says whether ``g`` is all finite when the caller already knows.
     """
     xp = array_namespace(g, mask)
     if finite is None:
-        finite = bool(xp.all(xp.isfinite(g)))
+        finite = is_numpy(xp) and bool(xp.all(xp.isfinite(g)))  # no host read on a device
     if finite:
         return g * xp.astype(mask, g.dtype)
     return xp.where(mask, g, xp.zeros((), dtype=g.dtype, device=device(g)))
@@ -357,7 +360,7 @@ def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None,
     kernel, stride, padding, out_hw = _window_args("max_pool2d", x, kernel_size, stride, padding)
     xpad = pad2d(x, padding, float("-inf"))
     best, index = _first_real_cell(x, kernel, stride, padding, out_hw)
-    any_nan = bool(xp.any(xp.isnan(x)))
+    any_nan = not is_numpy(xp) or bool(xp.any(xp.isnan(x)))  # no host read on a device
     for t, (rows, cols) in enumerate(_taps(kernel, stride, out_hw)):
         v = xpad[:, :, rows, cols]
         better = v > best
@@ -388,7 +391,7 @@ def max_pool2d_backward(dy: Any, cache: WindowCache) -> Any:
     _check_window_dy("max_pool2d_backward", dy, cache)
     xp = namespace("max_pool2d_backward", dy=dy, index=cache.index)
     gpad = xp.zeros((*cache.shape[:2], *_padded_hw(cache)), dtype=dy.dtype, device=device(dy))
-    finite = bool(xp.all(xp.isfinite(dy)))
+    finite = is_numpy(xp) and bool(xp.all(xp.isfinite(dy)))  # no host read on a device
     for t, (rows, cols) in enumerate(_taps(cache.kernel, cache.stride, cache.out_hw)):
         gpad[:, :, rows, cols] += _route(dy, cache.index == t, finite)
     return crop2d(gpad, cache.padding)
