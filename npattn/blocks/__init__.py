@@ -10,6 +10,7 @@ block                  pure pair                              params
 :class:`CBAM`          ``cbam_forward`` / ``cbam_backward``   ``ca.mlp.0.weight``, ``ca.mlp.2.weight``, ``sa.conv.weight``
 :class:`NonLocal`      ``nonlocal_forward`` / ...             ``theta``, ``phi``, ``g``, ``out`` (``.weight``, ``.bias``)
 :class:`SimAM`         ``simam_forward`` / ``simam_backward`` (none)
+:class:`PyramidSpatialAttention`  ``pyramid_spatial_attention_forward`` / ...  ``conv.weight`` [, ``conv.bias``]
 =====================  =====================================  ====================================
 
 Every pure forward is ``NAME_forward(x, params) -> (y, cache)`` with ``cache.map`` the attention
@@ -22,6 +23,8 @@ from .cbam import CBAM, cbam_backward, cbam_forward
 from .channel_attention import ChannelAttention, channel_attention_backward, channel_attention_forward
 from .eca import ECA, eca_backward, eca_forward, eca_kernel_size
 from .nonlocal_ import NonLocal, nonlocal_backward, nonlocal_forward
+from .pyramid_spatial import (PyramidSpatialAttention, pyramid_spatial_attention_backward,
+                              pyramid_spatial_attention_forward)
 from .se import SE, se_backward, se_forward
 from .simam import SimAM, simam_backward, simam_forward
 from .spatial_attention import SpatialAttention, spatial_attention_backward, spatial_attention_forward
@@ -33,5 +36,7 @@ __all__ = [
     "spatial_attention_forward", "spatial_attention_backward",
     "cbam_forward", "cbam_backward",
     "NonLocal", "SimAM", "nonlocal_forward", "nonlocal_backward", "simam_forward", "simam_backward",
+    "PyramidSpatialAttention", "pyramid_spatial_attention_forward",
+    "pyramid_spatial_attention_backward",
     "BLOCK_REGISTRY", "BlockSpec",
 ]
