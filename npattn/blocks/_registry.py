@@ -17,6 +17,7 @@ from .cbam import CBAM
 from .channel_attention import ChannelAttention
 from .eca import ECA
 from .nonlocal_ import NonLocal
+from .pyramid_spatial import PyramidSpatialAttention
 from .se import SE
 from .simam import SimAM
 from .spatial_attention import SpatialAttention
@@ -79,5 +80,9 @@ BLOCK_REGISTRY: dict[str, BlockSpec] = {
                   lambda rng: tie_free(rng, _SHAPE), "blocks/nonlocal.md"),
         BlockSpec("SimAM", lambda rng: SimAM(lambda_=1e-2),
                   lambda rng: tie_free(rng, _SHAPE), "blocks/simam.md"),
+        BlockSpec("PyramidSpatialAttention",
+                  lambda rng: PyramidSpatialAttention(3, scales=(1, 2, 4), bias=True, rng=rng,
+                                                      dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/pyramid_spatial.md"),
     ]
 }
