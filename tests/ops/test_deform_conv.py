@@ -18,6 +18,9 @@ from npattn.ops import conv2d_forward, deform_conv2d_backward, deform_conv2d_for
 # The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
 given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
                                                      HealthCheck.function_scoped_fixture])
+# Full-mode finite differences of all five inputs take about a second per example on
+# array_api_strict: at most 10 of them (fewer if the profile asks for fewer).
+few_examples = settings(given_with_backend, max_examples=min(10, settings.default.max_examples))
 
 
 @st.composite
@@ -153,7 +156,7 @@ def test_whole_pixel_offsets_shift_the_input(backend):
 
 # ------------------------------------------------------------------------------- gradients
 
-@given_with_backend
+@few_examples
 @given(g=geometries(max_hw=4, max_n=1, max_k=2), seed=st.integers(0, 2**32 - 1))
 def test_gradients_match_finite_differences(backend, g, seed):
     rng, *arrays = draw_arrays(g, seed)
