@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from .backend import to_device, to_numpy
+from .backend import cupy_available, to_device, to_numpy
 from .checks import argument_error
 
 __all__ = ["Module", "TensorView"]
@@ -252,7 +252,7 @@ class Module:
             params[name] = _like(value, params[name])
         self._drop_caches()
 
-    def to(self, target: str | ModuleType) -> Module:
+    def to(self, target: str | ModuleType, device: Any = None) -> Module:
         """Move or cast every parameter and gradient; return ``self``.
 
         Parameters
@@ -260,15 +260,33 @@ class Module:
         target : {"cpu", "gpu", "float32", "float64"} or an array namespace
             A device (NumPy arrays for ``"cpu"``, CuPy for ``"gpu"``), a dtype, or an array-API
             namespace such as ``array_api_strict`` whose ``asarray`` takes the arrays over.
+        device : optional
+            With a namespace ``target`` only: the device of that library to put the arrays on
+            (``array_api_strict.Device("device1")``); default, the library's default device.
+
+        Raises
+        ------
+        RuntimeError
+            For ``"gpu"`` where CuPy does not import or sees no GPU (the message says which),
+            before anything moves.
         """
+        op = f"{self.name}.to"
+        is_namespace = isinstance(target, ModuleType) and hasattr(target, "asarray")
+        if device is not None and not is_namespace:
+            raise argument_error(op, "device", "None unless 'target' is an array namespace",
+                                 repr(device), TypeError)
         if target in _DTYPES:
             convert = lambda a: array_namespace(a).astype(a, getattr(array_namespace(a), target))  # noqa: E731
         elif target in _DEVICES:
+            ok, why = cupy_available() if target == "gpu" else (True, "")
+            if not ok:  # checked here too, so a module without parameters fails alike
+                raise RuntimeError(f"{op}: cannot move to 'gpu': {why}")
             convert = lambda a: to_device(a, target)  # noqa: E731
-        elif isinstance(target, ModuleType) and hasattr(target, "asarray"):
-            convert = lambda a: target.asarray(to_numpy(a))  # noqa: E731
+        elif is_namespace:
+            where = {} if device is None else {"device": device}
+            convert = lambda a: target.asarray(to_numpy(a), **where)  # noqa: E731
         else:
-            raise argument_error(f"{self.name}.to", "target",
+            raise argument_error(op, "target",
                                  "'cpu', 'gpu', 'float32', 'float64' or an array namespace",
                                  repr(target), TypeError if not isinstance(target, str) else ValueError)
         self._map_arrays(convert)
