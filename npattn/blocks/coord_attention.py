@@ -1,0 +1,194 @@
+"""Coordinate attention (Hou, Zhou and Feng, "Coordinate Attention for Efficient Mobile Network
+Design", CVPR 2021): ``y = x * a_h * a_w`` with one gate per row and one per column.
+
+x is averaged along W (one value per row, (N, C, H, 1)) and along H (one per column, turned to
+(N, C, W, 1)); the two strips, concatenated along the spatial axis, pass through one shared 1x1
+convolution C -> mip with bias, a batch norm and h-swish; split again, each strip goes through
+its own 1x1 convolution back to C with bias and a sigmoid.  ``mip = max(8, C // reduction)``.
+The batch norm normalises over N and the H + W strip positions together, as in the reference
+code.  Built only from :mod:`npattn.ops`; the backward is the forward read in reverse.
+Derivation: ``docs/blocks/coord_attention.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .. import ops
+from ..backend import namespace
+from ..checks import check_float_array, check_int, check_shape
+from ..init import as_generator
+from ._base import take_params
+from ._parts import (BatchNormBlock, BatchNorms, add_conv, batch_norm_shapes, check_bn_settings,
+                     take_buffers, updated_buffers)
+
+__all__ = ["coord_attention_forward", "coord_attention_backward", "CoordAttention",
+           "CoordAttentionCache", "coord_mip"]
+
+
+def coord_mip(channels: int, reduction: int) -> int:
+    """The shared convolution's width: ``max(8, channels // reduction)``."""
+    return max(8, channels // reduction)
+
+
+class CoordAttentionCache(NamedTuple):
+    """The caches of coordinate attention's ops, in forward order, the updated running
+    statistics, and the attention map."""
+
+    h: int
+    pool_h: Any     # mean_w: x -> x_h (N, C, H, 1)
+    pool_w: Any     # mean_h: x -> x_w (N, C, 1, W)
+    turn_in: Any    # permute x_w -> (N, C, W, 1)
+    conv1: Any      # conv1 on the concatenation (N, C, H + W, 1)
+    bn1: Any        # batch_norm2d
+    act: Any        # hardswish
+    turn_out: Any   # permute the W strip back -> (N, mip, 1, W)
+    conv_h: Any
+    conv_w: Any
+    gate_h: Any     # sigmoid -> a_h (N, C, H, 1)
+    gate_w: Any     # sigmoid -> a_w (N, C, 1, W)
+    outer: Any      # mul(a_h, a_w) -> map (N, C, H, W)
+    prod: Any       # mul(x, map)
+    buffers: Any    # the running statistics after this call, or None
+    map: Any        # a_h * a_w, (N, C, H, W), in [0, 1]
+
+
+def coord_attention_forward(x: Any, params: dict[str, Any], buffers: dict[str, Any] | None = None,
+                            training: bool = True, momentum: float = 0.1,
+                            eps: float = 1e-5) -> tuple[Any, CoordAttentionCache]:
+    """Coordinate attention.
+
+    .. math:: f = [\\mathrm{mean}_w(x); \\mathrm{mean}_h(x)^\\top],\\quad
+              u = \\mathrm{hswish}(\\mathrm{BN}(W_1 f + b_1)) = [u^h; u^w],\\quad
+              a_h = \\sigma(W_h u^h + b_h),\\ a_w = \\sigma(W_w u^{w\\top} + b_w),\\quad
+              y = x \\odot a_h \\odot a_w
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    params : dict
+        ``"conv1.weight"`` (mip, C, 1, 1), ``"conv1.bias"`` (mip,); ``"bn1.weight"`` and
+        ``"bn1.bias"`` (mip,); ``"conv_h.weight"`` and ``"conv_w.weight"`` (C, mip, 1, 1),
+        ``"conv_h.bias"`` and ``"conv_w.bias"`` (C,); the dtype of x.
+    buffers : dict or None
+        ``"bn1.running_mean"`` and ``"bn1.running_var"`` (mip,); may be ``None`` in training
+        mode (then no running statistics are kept).
+    training : bool
+        The batch norm uses the batch statistics (True) or the running ones (False).
+    momentum, eps : float
+        The batch norm's, as :func:`npattn.ops.batch_norm2d_forward`.
+
+    Returns
+    -------
+    y : array, shape (N, C, H, W)
+    cache : CoordAttentionCache
+        The ops' caches; ``cache.buffers`` the running statistics after this call (``None``
+        when none were given); ``cache.map`` the product ``a_h * a_w`` (N, C, H, W).
+    """
+    op = "coord_attention"
+    xp = namespace(op, x=x)
+    check_float_array(op, "x", x, ndim=4, layout="(N, C, H, W)")
+    training, momentum, eps = check_bn_settings(op, training, momentum, eps)
+    n, c, h, w = x.shape
+    p = take_params(op, params, x, {"conv1.weight": ("mip", c, 1, 1), "conv1.bias": ("mip",),
+                                    **batch_norm_shapes({"bn1": "mip"}),
+                                    "conv_h.weight": (c, "mip", 1, 1), "conv_h.bias": (c,),
+                                    "conv_w.weight": (c, "mip", 1, 1), "conv_w.bias": (c,)})
+    mip = p["conv1.weight"].shape[0]
+    bn = BatchNorms(p, take_buffers(op, buffers, x, {"bn1": mip}, training), training, momentum, eps)
+
+    x_h, c_pool_h = ops.mean_w_forward(x)                                    # (N, C, H, 1)
+    x_w, c_pool_w = ops.mean_h_forward(x)                                    # (N, C, 1, W)
+    x_w_t, c_turn_in = ops.permute_forward(x_w, (0, 1, 3, 2))                # (N, C, W, 1)
+    f = xp.concat([x_h, x_w_t], axis=2)                                      # (N, C, H + W, 1)
+    z, c_conv1 = ops.conv2d_forward(f, p["conv1.weight"], p["conv1.bias"])   # (N, mip, H + W, 1)
+    zn, c_bn1 = bn.forward("bn1", z)
+    u, c_act = ops.hardswish_forward(zn)
+    u_h, u_w_t = u[:, :, :h, :], u[:, :, h:, :]                              # split the strips
+    u_w, c_turn_out = ops.permute_forward(u_w_t, (0, 1, 3, 2))               # (N, mip, 1, W)
+    z_h, c_conv_h = ops.conv2d_forward(u_h, p["conv_h.weight"], p["conv_h.bias"])  # (N, C, H, 1)
+    z_w, c_conv_w = ops.conv2d_forward(u_w, p["conv_w.weight"], p["conv_w.bias"])  # (N, C, 1, W)
+    a_h, c_gate_h = ops.sigmoid_forward(z_h)
+    a_w, c_gate_w = ops.sigmoid_forward(z_w)
+    m, c_outer = ops.mul_forward(a_h, a_w)                                   # (N, C, H, W)
+    y, c_prod = ops.mul_forward(x, m)
+    return y, CoordAttentionCache(h, c_pool_h, c_pool_w, c_turn_in, c_conv1, c_bn1, c_act,
+                                  c_turn_out, c_conv_h, c_conv_w, c_gate_h, c_gate_w, c_outer,
+                                  c_prod, updated_buffers({"bn1": c_bn1}), m)
+
+
+def coord_attention_backward(dy: Any, cache: CoordAttentionCache) -> tuple[Any, dict[str, Any]]:
+    """Gradients of :func:`coord_attention_forward`: ``(dx, {"conv1.weight": ..., ...})``.
+
+    The running statistics get none (they are buffers).  x feeds the product and both strip
+    means: three terms summed on the last line.  See ``docs/blocks/coord_attention.md``.
+    ``dy`` is not modified.
+    """
+    xp = namespace("coord_attention_backward", dy=dy)
+    check_shape("coord_attention_backward", "dy", dy, cache.prod.a.shape)
+    h = cache.h
+    dx_prod, dm = ops.mul_backward(dy, cache.prod)                # through y = x * m
+    da_h, da_w = ops.mul_backward(dm, cache.outer)                # m = a_h * a_w, each summed back
+    dz_h = ops.sigmoid_backward(da_h, cache.gate_h)
+    dz_w = ops.sigmoid_backward(da_w, cache.gate_w)
+    du_h, dw_h, db_h = ops.conv2d_backward(dz_h, cache.conv_h)
+    du_w, dw_w, db_w = ops.conv2d_backward(dz_w, cache.conv_w)
+    du_w_t = ops.permute_backward(du_w, cache.turn_out)
+    du = xp.concat([du_h, du_w_t], axis=2)                        # undo the split
+    dzn = ops.hardswish_backward(du, cache.act)
+    dz, dg_bn, db_bn = ops.batch_norm2d_backward(dzn, cache.bn1)
+    df, dw1, db1 = ops.conv2d_backward(dz, cache.conv1)
+    df_h, df_w_t = df[:, :, :h, :], df[:, :, h:, :]               # undo the concat
+    df_w = ops.permute_backward(df_w_t, cache.turn_in)
+    dx_h = ops.mean_w_backward(df_h, cache.pool_h)
+    dx_w = ops.mean_h_backward(df_w, cache.pool_w)
+    dx = dx_prod + dx_h + dx_w                                    # the three paths into x
+    return dx, {"conv1.weight": dw1, "conv1.bias": db1, "bn1.weight": dg_bn, "bn1.bias": db_bn,
+                "conv_h.weight": dw_h, "conv_h.bias": db_h,
+                "conv_w.weight": dw_w, "conv_w.bias": db_w}
+
+
+class CoordAttention(BatchNormBlock):
+    """Coordinate attention, the stateful face of :func:`coord_attention_forward`.
+
+    Parameters
+    ----------
+    channels : int >= 1
+    reduction : int >= 1
+        The shared convolution's width is ``mip = max(8, channels // reduction)``.
+    momentum, eps : float
+        The batch norm's (PyTorch's defaults 0.1 and 1e-5).
+    rng : numpy.random.Generator, int seed or None
+        For PyTorch's default initialisation of the three convolutions; the batch norm starts
+        at weight 1, bias 0, running mean 0, running variance 1.
+    dtype : {"float32", "float64"}
+
+    Params named as the reference ``CoordAtt(C, C, reduction)``: ``conv1.weight`` (mip, C, 1, 1),
+    ``conv1.bias`` (mip,), ``bn1.weight`` and ``bn1.bias`` (mip,), ``conv_h.weight`` and
+    ``conv_w.weight`` (C, mip, 1, 1), ``conv_h.bias`` and ``conv_w.bias`` (C,).  Buffers
+    ``bn1.running_mean`` and ``bn1.running_var`` (mip,), in ``state_dict``; ``train()`` (the
+    default) normalises with the batch statistics and updates them, ``eval()`` uses them.
+    ``attention_map(x)`` is ``a_h * a_w`` (N, C, H, W).
+    """
+
+    pure_forward = staticmethod(coord_attention_forward)
+    pure_backward = staticmethod(coord_attention_backward)
+
+    def __init__(self, channels: int, reduction: int = 32, *, momentum: float = 0.1,
+                 eps: float = 1e-5, rng: Any = None, dtype: str = "float32") -> None:
+        super().__init__(momentum, eps)
+        self.channels = check_int(self.name, "channels", channels, minimum=1)
+        self.reduction = check_int(self.name, "reduction", reduction, minimum=1)
+        c, mip = self.channels, coord_mip(self.channels, self.reduction)
+        gen = as_generator(rng, self.name)
+        w1 = add_conv(self, "conv1", (mip, c, 1, 1), gen, dtype)
+        self.add_batch_norm("bn1", mip, like=w1)
+        add_conv(self, "conv_h", (c, mip, 1, 1), gen, dtype)
+        add_conv(self, "conv_w", (c, mip, 1, 1), gen, dtype)
+
+    def _forward(self, x: Any) -> tuple[Any, Any]:
+        self.check_input(x)
+        return coord_attention_forward(x, dict(self.params), **self.bn_kwargs(x))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}"
