@@ -165,7 +165,8 @@ def scatter_add(index: Any, values: Any, size: int) -> Any:
     if is_cupy(xp):
         import cupy
         import cupyx
-        out = cupy.zeros((size,), dtype=values.dtype)
+        with values.device:  # on the GPU of the inputs, not the current one
+            out = cupy.zeros((size,), dtype=values.dtype)
         cupyx.scatter_add(out, index, values)
         return out
     return scatter_add_portable(index, values, size)

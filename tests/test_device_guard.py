@@ -6,7 +6,9 @@ refuse to mix with arrays on the CPU device (``ValueError``) and to become NumPy
 :func:`strict_guard` closes the other ways out while the op runs -- DLPack export, the scalar
 conversions (``float``, ``int``, ``bool``, ``operator.index``, ``complex``) and ``to_device`` to
 another device -- so an op that creates an array without ``device=``, round-trips through NumPy,
-or reads a flag on the host (a stall on a GPU) fails here.
+or reads a flag on the host (a stall on a GPU) fails here.  So does one that indexes with a
+boolean mask or calls a function of data-dependent shape (``nonzero``, ``unique_*``): array
+API strict's flags switch those off, since on CuPy they read a count back from the GPU.
 
 With CuPy and a GPU, :func:`cupy_guard` does the same on the GPU.  Every copy to the host in CuPy
 goes through ``ndarray.get`` (``float``, ``int``, ``bool``, ``.item()``, ``.tolist()``,
@@ -67,8 +69,10 @@ def _closed(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def strict_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """array_api_strict's arrays off the CPU device refuse every way to the host."""
-    with monkeypatch.context() as mp:
+    """array_api_strict's arrays off the CPU device refuse every way to the host, and boolean
+    indexing and data-dependent shapes are switched off."""
+    flags = xps.ArrayAPIStrictFlags(boolean_indexing=False, data_dependent_shapes=False)
+    with monkeypatch.context() as mp, flags:
         for name in SCALAR_READS + ("__array__", "__buffer__", "__dlpack__", "to_device"):
             if hasattr(STRICT_ARRAY, name):
                 mp.setattr(STRICT_ARRAY, name, _closed(name, getattr(STRICT_ARRAY, name)))
@@ -209,6 +213,9 @@ def test_strict_guard_catches_every_way_to_the_host(monkeypatch):
                 copy(a)
         with pytest.raises(ValueError):  # mixing devices, refused by array_api_strict itself
             a + xps.asarray(np.ones(3))
+        for data_dependent in (lambda v: v[v > 1.0], xps.nonzero, xps.unique_values):
+            with pytest.raises(RuntimeError, match="flag"):
+                data_dependent(a)
         assert a.to_device(DEVICE1).device == DEVICE1
         cpu = xps.asarray(np.ones(3))
         assert float(xps.sum(cpu)) == 3.0  # CPU arrays are left alone
