@@ -15,8 +15,9 @@ options.  For each row it measures, interleaved with PyTorch when PyTorch is ins
 
 Results go to ``benchmarks/results/<machine>-<date>.md`` and ``.json``.  No test asserts a time.
 On a GPU (``--backend cupy``) clocks are read after synchronising the device, PyTorch runs on
-CUDA, the ceiling is the device's copy bandwidth, and the peak memory is CuPy's and PyTorch's
-own allocator statistics.
+CUDA with TF32 off (CuPy computes float32 in full float32 too), the ceiling is the device's copy
+bandwidth, and the peak memory is from each library's allocator: PyTorch's peak statistics, and
+for CuPy the pool's used bytes read after every allocation of the run (:func:`peak_cupy_mib`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ class TorchSide:
         import torch
         self.torch = torch
         self.device = "cuda" if gpu else "cpu"
+        if gpu:
+            if not torch.cuda.is_available():
+                raise RuntimeError("this PyTorch sees no CUDA device")
+            # Full float32 as CuPy computes it: no TF32 in cuDNN convolutions (on by default)
+            # nor in matrix products.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         if threads:
             torch.set_num_threads(threads)
         self.sync = torch.cuda.synchronize if gpu else (lambda: None)
@@ -401,7 +409,36 @@ def peak_gpu_mib(fn, sync, torch_side: bool, ts: TorchSide | None = None) -> flo
         fn()
         sync()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    return None  # CuPy's pool keeps no peak; left empty rather than guessed
+    return None
+
+
+def peak_cupy_mib(fn, sync) -> float:
+    """Peak of CuPy's pool above what it held before one call of ``fn``, MiB.
+
+    The pool keeps no peak, but its used bytes only grow at an allocation, so their largest
+    value read right after each allocation is the peak.  An allocator that does that wraps the
+    pool for the call (a Python call per allocation: never used while timing).
+    """
+    import cupy
+    pool = cupy.get_default_memory_pool()
+    previous = cupy.cuda.get_allocator()
+    gc.collect()
+    sync()
+    base = peak = pool.used_bytes()
+
+    def malloc(nbytes):
+        nonlocal peak
+        memory = pool.malloc(nbytes)
+        peak = max(peak, pool.used_bytes())
+        return memory
+
+    cupy.cuda.set_allocator(malloc)
+    try:
+        fn()
+        sync()
+    finally:
+        cupy.cuda.set_allocator(previous)
+    return (peak - base) / 2**20
 
 
 def measure_ceilings(dev: Device, quick: bool) -> dict:
@@ -468,7 +505,8 @@ def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
         gflops = case.flops_fb / (fb["median_ms"] / 1e3) / 1e9
         mm_floor = 1e3 * case.flops_fb / (ceilings[f"matmul_{case.dtype}_GFLOPs"] * 1e9)
     gpu = dev.name == "cupy"
-    peak = None if gpu else peak_rss_mib(runner.forward_backward, dev.sync)
+    peak = (peak_cupy_mib(runner.forward_backward, dev.sync) if gpu
+            else peak_rss_mib(runner.forward_backward, dev.sync))
     peak_tm = peak_tracemalloc_mib(runner.forward_backward) if dev.name == "numpy" else None
     tpeak = None
     if trunner is not None:
@@ -496,7 +534,8 @@ def markdown(results: list[Result], meta: dict) -> str:
              f"float64 {meta['ceilings']['matmul_float64_GFLOPs']:.0f} GFLOP/s.", "",
              "ratio = npattn / PyTorch (below 1: npattn faster). floor = least bytes at copy "
              "bandwidth (or matrix-product FLOPs at the matmul rate); x floor = fwd+bwd / floor.",
-             "Peak = peak resident memory of one forward+backward above what was held before.", "",
+             "Peak = peak " + ("device memory (CuPy's pool, PyTorch's allocator)" if meta["backend"] == "cupy"
+                               else "resident memory") + " of one forward+backward above what was held before.", "",
              "| row | shape | dtype | fwd ms | torch fwd | ratio | fwd+bwd ms (spread) | torch fwd+bwd "
              "| ratio | bytes floor ms | x floor | GB/s | GFLOP/s (mm floor ms) | peak MiB | torch peak MiB |",
              "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
@@ -529,7 +568,9 @@ def machine_name(backend: str) -> str:
         slug = slug.replace("--", "-")
     if backend == "cupy":
         import cupy
-        slug = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode().replace(" ", "-").lower()
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        slug = name.replace(" ", "-").lower()
     return f"{slug}-{os.cpu_count()}c-{backend}"
 
 
@@ -555,7 +596,10 @@ def main(argv=None) -> int:
     dev = Device(args.backend)
     ts = None
     if not args.no_torch and _torch_ok():
-        ts = TorchSide(args.backend == "cupy", args.threads)
+        try:
+            ts = TorchSide(args.backend == "cupy", args.threads)
+        except RuntimeError as exc:
+            print(f"bench: PyTorch left out: {exc}", flush=True)
     shapes = BLOCK_SHAPES
     qshapes = QUADRATIC_SHAPES
     if args.shapes:
