@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from blocks_reference import given_with_backend, host_params
 from hypothesis import given, settings
+from sampling_blocks_reference import float32_round_trip
 from hypothesis import strategies as st
 from scipy import ndimage, signal
 
@@ -123,20 +124,9 @@ def test_pure_pair_matches_module(backend):
 def test_float32_stays_float32_and_nothing_is_modified(backend):
     rng = np.random.default_rng(4)
     module = perturbed(SpatialTransformer(2, (4, 4), 2, rng=rng), rng).to("float32").to(backend.xp)
-    params_before = host_params(module)
-    x_np = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
-    dy_np = rng.standard_normal(x_np.shape).astype(np.float32)
-    x, dy = backend.asarray(x_np), backend.asarray(dy_np)
-    y = module.forward(x)
-    dx = module.backward(dy)
-    assert y.dtype == dx.dtype == backend.dtype("float32")
-    assert all(g.dtype == backend.dtype("float32") for g in module.grads.values())
-    np.testing.assert_array_equal(backend.to_numpy(x), x_np)
-    np.testing.assert_array_equal(backend.to_numpy(dy), dy_np)
-    for name, p in host_params(module).items():
-        np.testing.assert_array_equal(p, params_before[name])
+    y, x_np, params_before = float32_round_trip(backend, module, rng, (2, 2, 4, 4))
     y_ref, _ = ref_spatial_transformer(x_np.astype(np.float64), params_before)
-    np.testing.assert_allclose(backend.to_numpy(y), y_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_input(backend):
