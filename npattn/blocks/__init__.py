@@ -11,6 +11,10 @@ block                  pure pair                              params
 :class:`NonLocal`      ``nonlocal_forward`` / ...             ``theta``, ``phi``, ``g``, ``out`` (``.weight``, ``.bias``)
 :class:`SimAM`         ``simam_forward`` / ``simam_backward`` (none)
 :class:`PyramidSpatialAttention`  ``pyramid_spatial_attention_forward`` / ...  ``conv.weight`` [, ``conv.bias``]
+:class:`GlobalContext` ``global_context_forward`` / ...       ``conv_mask``, ``channel_add_conv.0/.1/.3`` (``.weight``, ``.bias``)
+:class:`CoordAttention`  ``coord_attention_forward`` / ...    ``conv1``, ``bn1``, ``conv_h``, ``conv_w``; buffers ``bn1.running_*``
+:class:`SelectiveKernel`  ``selective_kernel_forward`` / ...  ``convs.i.0/.1``, ``fc.0/.1``, ``fcs.i``; buffers ``*.running_*``
+:class:`BAM`           ``bam_forward`` / ``bam_backward``     ``channel_att.gate_c.*``, ``spatial_att.gate_s.*``; buffers
 =====================  =====================================  ====================================
 
 Every pure forward is ``NAME_forward(x, params) -> (y, cache)`` with ``cache.map`` the attention
@@ -19,13 +23,17 @@ lists them all for the tests and ``python -m npattn check``.
 """
 
 from ._registry import BLOCK_REGISTRY, BlockSpec
+from .bam import BAM, bam_backward, bam_forward
 from .cbam import CBAM, cbam_backward, cbam_forward
 from .channel_attention import ChannelAttention, channel_attention_backward, channel_attention_forward
+from .coord_attention import CoordAttention, coord_attention_backward, coord_attention_forward
 from .eca import ECA, eca_backward, eca_forward, eca_kernel_size
+from .global_context import GlobalContext, global_context_backward, global_context_forward
 from .nonlocal_ import NonLocal, nonlocal_backward, nonlocal_forward
 from .pyramid_spatial import (PyramidSpatialAttention, pyramid_spatial_attention_backward,
                               pyramid_spatial_attention_forward)
 from .se import SE, se_backward, se_forward
+from .selective_kernel import SelectiveKernel, selective_kernel_backward, selective_kernel_forward
 from .simam import SimAM, simam_backward, simam_forward
 from .spatial_attention import SpatialAttention, spatial_attention_backward, spatial_attention_forward
 
@@ -38,5 +46,9 @@ __all__ = [
     "NonLocal", "SimAM", "nonlocal_forward", "nonlocal_backward", "simam_forward", "simam_backward",
     "PyramidSpatialAttention", "pyramid_spatial_attention_forward",
     "pyramid_spatial_attention_backward",
+    "GlobalContext", "global_context_forward", "global_context_backward",
+    "CoordAttention", "coord_attention_forward", "coord_attention_backward",
+    "SelectiveKernel", "selective_kernel_forward", "selective_kernel_backward",
+    "BAM", "bam_forward", "bam_backward",
     "BLOCK_REGISTRY", "BlockSpec",
 ]

@@ -13,12 +13,16 @@ from typing import Callable
 import numpy as np
 
 from ..module import Module
+from .bam import BAM
 from .cbam import CBAM
 from .channel_attention import ChannelAttention
+from .coord_attention import CoordAttention
 from .eca import ECA
+from .global_context import GlobalContext
 from .nonlocal_ import NonLocal
 from .pyramid_spatial import PyramidSpatialAttention
 from .se import SE
+from .selective_kernel import SelectiveKernel
 from .simam import SimAM
 from .spatial_attention import SpatialAttention
 
@@ -84,5 +88,16 @@ BLOCK_REGISTRY: dict[str, BlockSpec] = {
                   lambda rng: PyramidSpatialAttention(3, scales=(1, 2, 4), bias=True, rng=rng,
                                                       dtype="float64"),
                   lambda rng: tie_free(rng, _SHAPE), "blocks/pyramid_spatial.md"),
+        BlockSpec("GlobalContext", lambda rng: GlobalContext(4, reduction=2, rng=rng, dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/global_context.md"),
+        # Two channels: the batch-norm blocks have many params per channel (mip >= 8, 3x3 convs).
+        BlockSpec("CoordAttention", lambda rng: CoordAttention(2, rng=rng, dtype="float64"),
+                  lambda rng: tie_free(rng, (2, 2, 3, 4)), "blocks/coord_attention.md"),
+        BlockSpec("SelectiveKernel",
+                  lambda rng: SelectiveKernel(2, kernels=(3, 5), reduction=1, L=2, rng=rng,
+                                              dtype="float64"),
+                  lambda rng: tie_free(rng, (2, 2, 3, 4)), "blocks/selective_kernel.md"),
+        BlockSpec("BAM", lambda rng: BAM(2, reduction=1, dilation=2, rng=rng, dtype="float64"),
+                  lambda rng: tie_free(rng, (2, 2, 3, 4)), "blocks/bam.md"),
     ]
 }

@@ -147,7 +147,7 @@ def selective_kernel_forward(x: Any, params: dict[str, Any], kernels: tuple[int,
     logits, c_fcs = zip(*[ops.conv2d_forward(z, p[f"fcs.{i}.weight"], p[f"fcs.{i}.bias"])
                           for i in range(m)])                                # M x (N, C, 1, 1)
     a, c_softmax = ops.softmax_forward(xp.stack(logits, axis=1), axis=1)     # select
-    products, c_selects = zip(*[ops.mul_forward(us[i], a[:, i]) for i in range(m)])
+    products, c_selects = zip(*[ops.mul_forward(us[i], a[:, i, ...]) for i in range(m)])
     v = sum(products)                                                        # V = sum_i a_i U_i
     caches = tuple(BranchCache(*b, c_sel) for b, c_sel in zip(branches, c_selects))
     stats = updated_buffers({**{f"convs.{i}.1": caches[i].bn for i in range(m)}, "fc.1": c_fc_bn})
@@ -167,7 +167,7 @@ def selective_kernel_backward(dv: Any, cache: SelectiveKernelCache) -> tuple[Any
     m = len(cache.branches)
     du_select, da = zip(*[ops.mul_backward(dv, b.select) for b in cache.branches])  # V = sum a_i U_i
     dl = ops.softmax_backward(xp.stack(da, axis=1), cache.softmax)
-    dz, dw_fcs, db_fcs = zip(*[ops.conv2d_backward(dl[:, i], cache.fcs[i]) for i in range(m)])
+    dz, dw_fcs, db_fcs = zip(*[ops.conv2d_backward(dl[:, i, ...], cache.fcs[i]) for i in range(m)])
     dt = ops.relu_backward(sum(dz), cache.fc_relu)                # z feeds every branch's logits
     dt, dg_fc, db_fc = ops.batch_norm2d_backward(dt, cache.fc_bn)
     ds, dw_fc, _ = ops.conv2d_backward(dt, cache.fc)
