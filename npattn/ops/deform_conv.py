@@ -113,7 +113,7 @@ def _blocks(x: Any, weight: Any, out_hw: tuple[int, int]) -> list[slice]:
     of faulting fresh pages in (see ``npattn/ops/_geometry.py``).
     """
     per_sample = 5 * x.shape[1] * weight.shape[2] * weight.shape[3] * out_hw[0] * out_hw[1]
-    return batch_blocks(x.shape[0], per_sample)
+    return batch_blocks(x.shape[0], per_sample) or [slice(0, 0)]     # an empty batch: one block
 
 
 def _sample_points(xp: Any, offset: Any, geometry: _Geometry, hw: tuple[int, int]) -> bl.Corners:

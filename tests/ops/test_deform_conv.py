@@ -313,3 +313,14 @@ def test_dtype_is_kept_and_absent_inputs_get_none(backend, dtype):
     assert y.dtype == backend.dtype(dtype)
     for grad, a in zip(grads[:3], (x, offset, weight)):
         assert grad.dtype == backend.dtype(dtype) and tuple(grad.shape) == a.shape
+
+
+def test_empty_batch(backend):
+    x, offset, mask = (backend.asarray(np.zeros(s)) for s in [(0, 2, 4, 4), (0, 18, 4, 4), (0, 9, 4, 4)])
+    y, cache = deform_conv2d_forward(x, offset, backend.asarray(np.ones((3, 2, 3, 3))), None, mask,
+                                     padding=1)
+    grads = deform_conv2d_backward(backend.asarray(np.zeros((0, 3, 4, 4))), cache)
+    assert tuple(y.shape) == (0, 3, 4, 4)
+    assert [None if g is None else tuple(g.shape) for g in grads] == [
+        (0, 2, 4, 4), (0, 18, 4, 4), (3, 2, 3, 3), None, (0, 9, 4, 4)]
+    np.testing.assert_array_equal(backend.to_numpy(grads[2]), 0.0)
