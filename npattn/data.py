@@ -79,12 +79,23 @@ class Dataset(NamedTuple):
 
 
 def _place(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
-    """Top-left corners of ``count`` pairwise disjoint 5 x 5 boxes in a ``size`` x ``size`` image."""
+    """Top-left corners of ``count`` pairwise disjoint 5 x 5 boxes in a ``size`` x ``size`` image.
+
+    Boxes are drawn one by one, each uniformly among the positions; a draw that overlaps an
+    earlier box is redrawn.  In a small image the first boxes can leave no room for the
+    next: after 200 failed draws in a row, all the boxes are drawn again.
+    """
     corners: list[tuple[int, int]] = []
+    failures = 0
     while len(corners) < count:
         y, x = (int(v) for v in rng.integers(0, size - OBJECT + 1, size=2))
         if all(abs(y - cy) >= OBJECT or abs(x - cx) >= OBJECT for cy, cx in corners):
             corners.append((y, x))
+            failures = 0
+        else:
+            failures += 1
+            if failures == 200:
+                corners, failures = [], 0
     return np.array(corners, dtype=np.int64)
 
 

@@ -66,8 +66,10 @@ def test_colour_alone_does_not_give_the_label():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_placed_boxes_are_disjoint(seed):
-    corners = data._place(np.random.default_rng(seed), 5, 20)
+@pytest.mark.parametrize("size", [15, 16, 20])
+def test_placed_boxes_are_disjoint_even_when_tight(seed, size):
+    """At size 15 five boxes barely fit: placement restarts when the first boxes leave no room."""
+    corners = data._place(np.random.default_rng(seed), 5, size)
     for i in range(5):
         for j in range(i):
             dy, dx = np.abs(corners[i] - corners[j])
