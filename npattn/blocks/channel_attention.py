@@ -93,17 +93,17 @@ def channel_attention_backward(dy: Any, cache: ChannelAttentionCache) -> tuple[A
     """Gradients of :func:`channel_attention_forward`: ``(dx, {"mlp.0.weight": ..., "mlp.2.weight": ...})``.
 
     The sum ``z_avg + z_max`` passes ``dz`` to both; the shared weights' gradients are the sums
-    of the two passes'; x feeds the product and both pools, three terms summed on the last line.
-    See ``docs/blocks/channel_attention.md``.  ``dy`` is not modified.
+    of the two passes'; x feeds the product and both pools: the product's term is a fresh
+    array, and the pools' terms are added into it on the last two steps.  See
+    ``docs/blocks/channel_attention.md``.  ``dy`` is not modified.
     """
     namespace("channel_attention_backward", dy=dy)
-    dx_prod, dg = ops.mul_backward(dy, cache.prod)                # through y = x * M_c
+    dx, dg = ops.mul_backward(dy, cache.prod)          # through y = x * M_c: dx = dy * M_c
     dz = ops.sigmoid_backward(dg, cache.gate)                     # dz_avg = dz_max = dz
     dd_avg, dw1_avg, dw2_avg = _mlp_backward(dz, cache.mlp_avg)
     dd_max, dw1_max, dw2_max = _mlp_backward(dz, cache.mlp_max)
-    dx_avg = ops.global_avg_pool2d_backward(dd_avg, cache.avg_pool)
-    dx_max = ops.global_max_pool2d_backward(dd_max, cache.max_pool)
-    dx = dx_prod + dx_avg + dx_max                                # the paths into x
+    dx = ops.global_avg_pool2d_backward_add(dx, dd_avg, cache.avg_pool)   # + the average path
+    dx = ops.global_max_pool2d_backward_add(dx, dd_max, cache.max_pool)   # + the max path
     return dx, {"mlp.0.weight": dw1_avg + dw1_max, "mlp.2.weight": dw2_avg + dw2_max}
 
 

@@ -85,17 +85,17 @@ def eca_forward(x: Any, params: dict[str, Any]) -> tuple[Any, ECACache]:
 def eca_backward(dy: Any, cache: ECACache) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`eca_forward`: ``(dx, {"conv.weight": ...})``.
 
-    x feeds the product and the squeeze; the two terms are summed on the last line.  See
-    ``docs/blocks/eca.md``.  ``dy`` is not modified.
+    x feeds the product and the squeeze: the product's term is a fresh array, and the
+    squeeze's is added into it on the last step.  See ``docs/blocks/eca.md``.  ``dy`` is not
+    modified.
     """
     xp = namespace("eca_backward", dy=dy)
     n, c = cache.x_shape[:2]
-    dx_prod, dm = ops.mul_backward(dy, cache.prod)                # through y = x * m
+    dx, dm = ops.mul_backward(dy, cache.prod)                     # through y = x * m: dx = dy * m
     dz = ops.sigmoid_backward(xp.reshape(dm, (n, 1, c)), cache.gate)
     ds, dw, _ = ops.conv1d_backward(dz, cache.conv)
-    dx_squeeze = ops.global_avg_pool2d_backward(xp.reshape(ds, (n, c, 1, 1)), cache.squeeze)
-    dx = dx_prod + dx_squeeze                                     # the two paths into x
-    return dx, {"conv.weight": dw}
+    dx = ops.global_avg_pool2d_backward_add(dx, xp.reshape(ds, (n, c, 1, 1)), cache.squeeze)
+    return dx, {"conv.weight": dw}                                # dx: both paths into x
 
 
 class ECA(Block):

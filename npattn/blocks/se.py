@@ -65,19 +65,19 @@ def se_forward(x: Any, params: dict[str, Any]) -> tuple[Any, SECache]:
 def se_backward(dy: Any, cache: SECache) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`se_forward`: ``(dx, {"excitation.0.weight": ..., "excitation.2.weight": ...})``.
 
-    x feeds the product and the squeeze, so ``dx = dy * m + gap^T(dW-chain)``: the two terms are
-    summed on the last line.  See ``docs/blocks/se.md``.  ``dy`` is not modified.
+    x feeds the product and the squeeze, so ``dx = dy * m + gap^T(dW-chain)``: the product's
+    term is a fresh array, and the squeeze's is added into it on the last step.  See
+    ``docs/blocks/se.md``.  ``dy`` is not modified.
     """
     xp = namespace("se_backward", dy=dy)
     n, c = cache.x_shape[:2]
-    dx_prod, dm = ops.mul_backward(dy, cache.prod)                # through y = x * m
+    dx, dm = ops.mul_backward(dy, cache.prod)                     # through y = x * m: dx = dy * m
     dz2 = ops.sigmoid_backward(xp.reshape(dm, (n, c)), cache.gate)
     da, dw2, _ = ops.linear_backward(dz2, cache.fc2)
     dz1 = ops.relu_backward(da, cache.relu)
     ds, dw1, _ = ops.linear_backward(dz1, cache.fc1)
-    dx_squeeze = ops.global_avg_pool2d_backward(xp.reshape(ds, (n, c, 1, 1)), cache.squeeze)
-    dx = dx_prod + dx_squeeze                                     # the two paths into x
-    return dx, {"excitation.0.weight": dw1, "excitation.2.weight": dw2}
+    dx = ops.global_avg_pool2d_backward_add(dx, xp.reshape(ds, (n, c, 1, 1)), cache.squeeze)
+    return dx, {"excitation.0.weight": dw1, "excitation.2.weight": dw2}   # dx: both paths into x
 
 
 class SE(BottleneckBlock):

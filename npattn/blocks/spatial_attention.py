@@ -70,17 +70,17 @@ def spatial_attention_forward(x: Any, params: dict[str, Any]) -> tuple[Any, Spat
 def spatial_attention_backward(dy: Any, cache: SpatialAttentionCache) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`spatial_attention_forward`: ``(dx, {"conv.weight": ..., ["conv.bias": ...]})``.
 
-    x feeds the product, the channel mean and the channel max: three terms summed on the last
-    line.  See ``docs/blocks/spatial_attention.md``.  ``dy`` is not modified.
+    x feeds the product, the channel mean and the channel max: the product's term is a fresh
+    array, and the two maps' terms are added into it.  See ``docs/blocks/spatial_attention.md``.
+    ``dy`` is not modified.
     """
     namespace("spatial_attention_backward", dy=dy)
-    dx_prod, dg = ops.mul_backward(dy, cache.prod)                # through y = x * M_s
+    dx, dg = ops.mul_backward(dy, cache.prod)          # through y = x * M_s: dx = dy * M_s
     dz = ops.sigmoid_backward(dg, cache.gate)
     df, dw, db = ops.conv2d_backward(dz, cache.conv)
     df_mean, df_max = df[:, 0:1, ...], df[:, 1:2, ...]            # undo the concat
-    dx_mean = ops.channel_mean_backward(df_mean, cache.mean)
-    dx_max = ops.channel_max_backward(df_max, cache.max)
-    dx = dx_prod + dx_mean + dx_max                               # the paths into x
+    dx = ops.channel_mean_backward_add(dx, df_mean, cache.mean)   # + the mean path
+    dx = ops.channel_max_backward_add(dx, df_max, cache.max)      # + the max path
     grads = {"conv.weight": dw}
     if db is not None:
         grads["conv.bias"] = db

@@ -11,28 +11,32 @@
 order, as PyTorch does: row-major within a window or over ``H x W``, the lowest channel for
 ``channel_max``.  A NaN counts as the maximum (the first NaN gets the gradient), and a padded
 cell of ``max_pool2d`` never wins, even against a window of ``-inf``.  Max ops cache where the
-winner is (a mask, or the winning tap of each window), never the input.
+winner is (its index along the reduced axis, or the winning tap of each window), never the input.
+
+The global and channel pools also have an accumulating backward, ``NAME_backward_add(dx, dy,
+cache)``: ``dx + NAME_backward(dy, cache)``, added into ``dx`` in place (which it returns).
+A block whose input feeds several paths sums their gradients with it, without building each
+path's full-size gradient; for a max it touches only the winners.
 Derivations: ``docs/ops/pooling.md``.
 """
 
 from __future__ import annotations
 
-import math
 from types import ModuleType
 from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from ..backend import is_numpy, namespace
+from ..backend import add_at, first_max, is_numpy, keep_where, namespace, sum_over
 from ..checks import argument_error, check_float_array, check_shape, int_pair
 from ._geometry import _tap, check_window_fits, col2im, crop2d, pad2d
 from ._registry import register_op
 
 __all__ = [
-    "global_avg_pool2d_forward", "global_avg_pool2d_backward",
-    "global_max_pool2d_forward", "global_max_pool2d_backward",
-    "channel_mean_forward", "channel_mean_backward",
-    "channel_max_forward", "channel_max_backward",
+    "global_avg_pool2d_forward", "global_avg_pool2d_backward", "global_avg_pool2d_backward_add",
+    "global_max_pool2d_forward", "global_max_pool2d_backward", "global_max_pool2d_backward_add",
+    "channel_mean_forward", "channel_mean_backward", "channel_mean_backward_add",
+    "channel_max_forward", "channel_max_backward", "channel_max_backward_add",
     "max_pool2d_forward", "max_pool2d_backward",
     "avg_pool2d_forward", "avg_pool2d_backward",
     "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
@@ -47,11 +51,11 @@ class ShapeCache(NamedTuple):
     shape: tuple[int, ...]
 
 
-class MaskCache(NamedTuple):
-    """A max's backward needs where the first maximum of each reduced line is: a boolean
-    mask, true at exactly one entry per line, and the input's shape."""
+class IndexCache(NamedTuple):
+    """A max's backward needs where the first maximum of each reduced line is: its index along
+    the reduced axis (an integer array of the output's shape), and the input's shape."""
 
-    mask: Any
+    index: Any
     shape: tuple[int, ...]
 
 
@@ -84,47 +88,6 @@ def _check_nchw(op: str, x: Any) -> ModuleType:
     return xp
 
 
-def _first_max(v: Any, axis: int) -> tuple[Any, Any]:
-    """The maximum of ``v`` along ``axis`` (kept with size 1) and the mask of its first
-    occurrence: true at exactly one entry of each line along ``axis``.
-
-    A NaN counts as the maximum: the maximum is NaN and the first NaN is marked.
-
-    Note: where every line holds its maximum exactly once (no tie, no NaN: the usual case),
-    ``v == max`` is the mask already, found in two passes; only otherwise is the first hit
-    located with ``argmax``, which over a non-last axis costs a transposed copy in NumPy.
-    Only NumPy reads that flag: on a device it would be a host copy (a stall), so every other
-    library takes the ``argmax`` route, which is right in every case.
-    """
-    xp = array_namespace(v)
-    m = xp.max(v, axis=axis, keepdims=True)
-    hit = v == m
-    if (is_numpy(xp) and int(xp.count_nonzero(hit)) == math.prod(m.shape)
-            and not bool(xp.any(xp.isnan(m)))):
-        return m, hit
-    first = xp.argmax(xp.astype(hit | xp.isnan(v), xp.int8), axis=axis, keepdims=True)
-    size = v.shape[axis]
-    position = xp.reshape(xp.arange(size, dtype=first.dtype, device=device(v)),
-                          (1,) * axis + (size,) + (1,) * (v.ndim - axis - 1))
-    return m, position == first
-
-
-def _route(g: Any, mask: Any, finite: bool | None = None) -> Any:
-    """``g`` (broadcast against ``mask``) where ``mask`` is true, zero elsewhere.
-
-    Note: for a ``g`` without inf or NaN this is ``g * mask``, branch-free: NumPy's ``where``
-    with an irregular mask costs about ten times a product.  ``where`` is kept for a ``g``
-    holding inf or NaN, which ``0 * g`` would spread, and off NumPy, where finding out would cost
-    a host read.  ``finite`` says whether ``g`` is all finite when the caller already knows.
-    """
-    xp = array_namespace(g, mask)
-    if finite is None:
-        finite = is_numpy(xp) and bool(xp.all(xp.isfinite(g)))  # no host read on a device
-    if finite:
-        return g * xp.astype(mask, g.dtype)
-    return xp.where(mask, g, xp.zeros((), dtype=g.dtype, device=device(g)))
-
-
 def _spread(dy: Any, shape: tuple[int, ...], count: int) -> Any:
     """The adjoint of a mean over ``count`` entries: ``dy / count`` copied to ``shape``."""
     xp = array_namespace(dy)
@@ -132,6 +95,32 @@ def _spread(dy: Any, shape: tuple[int, ...], count: int) -> Any:
 
 
 # ---------------------------------------------------------------------------- global pooling
+
+def _check_add(op: str, dx: Any, dy: Any, shape: tuple[int, ...]) -> Any:
+    """Check the gradient ``dx`` that a ``*_backward_add`` adds into and return the namespace;
+    ``dx = None`` (a plain backward) becomes zeros, once ``dy`` is known to be an array."""
+    xp = namespace(op, dy=dy)
+    if dx is None:
+        return xp
+    check_shape(op, "dx", dx, shape)
+    namespace(op, dx=dx, dy=dy)
+    if dx.dtype != dy.dtype:
+        raise argument_error(op, "dx", f"dtype {dy.dtype} (the dtype of 'dy')", f"dtype {dx.dtype}",
+                             TypeError)
+    return xp
+
+
+def _zeros(dy: Any, shape: tuple[int, ...]) -> Any:
+    xp = array_namespace(dy)
+    return xp.zeros(shape, dtype=dy.dtype, device=device(dy))
+
+
+def _positions(xp: ModuleType, shape: tuple[int, ...], axis: int, like: Any) -> Any:
+    """``arange(shape[axis])`` laid along ``axis`` of an array of ``len(shape)`` dimensions."""
+    size = shape[axis]
+    return xp.reshape(xp.arange(size, dtype=like.dtype, device=device(like)),
+                      (1,) * axis + (size,) + (1,) * (len(shape) - axis - 1))
+
 
 def global_avg_pool2d_forward(x: Any) -> tuple[Any, ShapeCache]:
     """``y[n, c] = mean over (h, w) of x[n, c, h, w]``.
@@ -146,8 +135,9 @@ def global_avg_pool2d_forward(x: Any) -> tuple[Any, ShapeCache]:
     cache : ShapeCache
         The shape of ``x``.
     """
-    xp = _check_nchw("global_avg_pool2d", x)
-    return xp.mean(x, axis=(2, 3), keepdims=True), ShapeCache(tuple(x.shape))
+    _check_nchw("global_avg_pool2d", x)
+    h, w = x.shape[2:]
+    return sum_over(x, (2, 3)) / (h * w), ShapeCache(tuple(x.shape))
 
 
 def global_avg_pool2d_backward(dy: Any, cache: ShapeCache) -> Any:
@@ -166,7 +156,20 @@ def global_avg_pool2d_backward(dy: Any, cache: ShapeCache) -> Any:
     return _spread(dy, cache.shape, h * w)
 
 
-def global_max_pool2d_forward(x: Any) -> tuple[Any, MaskCache]:
+def global_avg_pool2d_backward_add(dx: Any, dy: Any, cache: ShapeCache) -> Any:
+    """``dx += global_avg_pool2d_backward(dy, cache)`` in place: ``dx[n, c] += dy[n, c] / (H W)``.
+
+    ``dx`` (N, C, H, W) is a gradient the caller owns, of the dtype of ``dy`` (N, C, 1, 1);
+    it is updated and returned.
+    """
+    n, c, h, w = cache.shape
+    check_shape("global_avg_pool2d_backward_add", "dy", dy, (n, c, 1, 1))
+    _check_add("global_avg_pool2d_backward_add", dx, dy, cache.shape)
+    dx += dy / (h * w)
+    return dx
+
+
+def global_max_pool2d_forward(x: Any) -> tuple[Any, IndexCache]:
     """``y[n, c] = max over (h, w) of x[n, c, h, w]``.
 
     Parameters
@@ -176,17 +179,17 @@ def global_max_pool2d_forward(x: Any) -> tuple[Any, MaskCache]:
     Returns
     -------
     y : array, shape (N, C, 1, 1), the dtype of ``x``
-    cache : MaskCache
-        The first maximum of each ``x[n, c]`` in row-major order, as a mask of shape
-        (N, C, H W), and the shape of ``x``.
+    cache : IndexCache
+        The first maximum of each ``x[n, c]`` in row-major order, as its position ``h W + w``
+        (integers of shape (N, C, 1, 1)), and the shape of ``x``.
     """
     xp = _check_nchw("global_max_pool2d", x)
     n, c, h, w = x.shape
-    m, mask = _first_max(xp.reshape(x, (n, c, h * w)), axis=2)
-    return xp.reshape(m, (n, c, 1, 1)), MaskCache(mask, tuple(x.shape))
+    m, index = first_max(xp.reshape(x, (n, c, h * w)), axis=2)
+    return xp.reshape(m, (n, c, 1, 1)), IndexCache(xp.reshape(index, (n, c, 1, 1)), tuple(x.shape))
 
 
-def global_max_pool2d_backward(dy: Any, cache: MaskCache) -> Any:
+def global_max_pool2d_backward(dy: Any, cache: IndexCache) -> Any:
     """``dx[n, c, h, w] = dy[n, c]`` at the first maximum of ``x[n, c]``, else 0.
 
     Parameters
@@ -197,10 +200,30 @@ def global_max_pool2d_backward(dy: Any, cache: MaskCache) -> Any:
     -------
     dx : array, shape (N, C, H, W)
     """
-    n, c, h, w = cache.shape
-    check_shape("global_max_pool2d_backward", "dy", dy, (n, c, 1, 1))
-    xp = namespace("global_max_pool2d_backward", dy=dy, mask=cache.mask)
-    return xp.reshape(_route(xp.reshape(dy, (n, c, 1)), cache.mask), cache.shape)
+    return _add_global_max("global_max_pool2d_backward", None, dy, cache)
+
+
+def global_max_pool2d_backward_add(dx: Any, dy: Any, cache: IndexCache) -> Any:
+    """``dx += global_max_pool2d_backward(dy, cache)`` in place: ``dy[n, c]`` added at the first
+    maximum of ``x[n, c]`` only.
+
+    ``dx`` (N, C, H, W) is a gradient the caller owns, of the dtype of ``dy`` (N, C, 1, 1);
+    it is updated and returned.
+    """
+    return _add_global_max("global_max_pool2d_backward_add", dx, dy, cache)
+
+
+def _add_global_max(op: str, dx: Any, dy: Any, cache: IndexCache) -> Any:
+    """``dy`` added into ``dx`` (zeros when ``None``) at each line's first maximum."""
+    shape = cache.shape
+    check_shape(op, "dy", dy, (*shape[:2], 1, 1))
+    xp = _check_add(op, dx, dy, shape)
+    namespace(op, dy=dy, index=cache.index)
+    dx = _zeros(dy, shape) if dx is None else dx
+    w = shape[3]
+    winner = (_positions(xp, shape, 0, cache.index), _positions(xp, shape, 1, cache.index),
+              cache.index // w, cache.index % w)                   # (n, c, h*, w*)
+    return add_at(dx, winner, dy)
 
 
 # --------------------------------------------------------------------------- across channels
@@ -218,8 +241,8 @@ def channel_mean_forward(x: Any) -> tuple[Any, ShapeCache]:
     cache : ShapeCache
         The shape of ``x``.
     """
-    xp = _check_nchw("channel_mean", x)
-    return xp.mean(x, axis=1, keepdims=True), ShapeCache(tuple(x.shape))
+    _check_nchw("channel_mean", x)
+    return sum_over(x, (1,)) / x.shape[1], ShapeCache(tuple(x.shape))
 
 
 def channel_mean_backward(dy: Any, cache: ShapeCache) -> Any:
@@ -238,7 +261,20 @@ def channel_mean_backward(dy: Any, cache: ShapeCache) -> Any:
     return _spread(dy, cache.shape, c)
 
 
-def channel_max_forward(x: Any) -> tuple[Any, MaskCache]:
+def channel_mean_backward_add(dx: Any, dy: Any, cache: ShapeCache) -> Any:
+    """``dx += channel_mean_backward(dy, cache)`` in place: ``dx[n, c] += dy[n, 0] / C``.
+
+    ``dx`` (N, C, H, W) is a gradient the caller owns, of the dtype of ``dy`` (N, 1, H, W);
+    it is updated and returned.
+    """
+    n, c, h, w = cache.shape
+    check_shape("channel_mean_backward_add", "dy", dy, (n, 1, h, w))
+    _check_add("channel_mean_backward_add", dx, dy, cache.shape)
+    dx += dy / c
+    return dx
+
+
+def channel_max_forward(x: Any) -> tuple[Any, IndexCache]:
     """``y[n, 0, h, w] = max over c of x[n, c, h, w]``.
 
     Parameters
@@ -248,16 +284,16 @@ def channel_max_forward(x: Any) -> tuple[Any, MaskCache]:
     Returns
     -------
     y : array, shape (N, 1, H, W), the dtype of ``x``
-    cache : MaskCache
-        The lowest channel holding the maximum of each pixel, as a mask of shape
-        (N, C, H, W), and the shape of ``x``.
+    cache : IndexCache
+        The lowest channel holding the maximum of each pixel (integers of shape (N, 1, H, W)),
+        and the shape of ``x``.
     """
     _check_nchw("channel_max", x)
-    y, mask = _first_max(x, axis=1)
-    return y, MaskCache(mask, tuple(x.shape))
+    y, index = first_max(x, axis=1)
+    return y, IndexCache(index, tuple(x.shape))
 
 
-def channel_max_backward(dy: Any, cache: MaskCache) -> Any:
+def channel_max_backward(dy: Any, cache: IndexCache) -> Any:
     """``dx[n, c, h, w] = dy[n, 0, h, w]`` for the first channel ``c`` holding the maximum,
     else 0.
 
@@ -269,10 +305,29 @@ def channel_max_backward(dy: Any, cache: MaskCache) -> Any:
     -------
     dx : array, shape (N, C, H, W)
     """
-    n, c, h, w = cache.shape
-    check_shape("channel_max_backward", "dy", dy, (n, 1, h, w))
-    namespace("channel_max_backward", dy=dy, mask=cache.mask)
-    return _route(dy, cache.mask)
+    return _add_channel_max("channel_max_backward", None, dy, cache)
+
+
+def channel_max_backward_add(dx: Any, dy: Any, cache: IndexCache) -> Any:
+    """``dx += channel_max_backward(dy, cache)`` in place: ``dy[n, 0, h, w]`` added at the first
+    channel holding the maximum of pixel ``(h, w)`` only.
+
+    ``dx`` (N, C, H, W) is a gradient the caller owns, of the dtype of ``dy`` (N, 1, H, W);
+    it is updated and returned.
+    """
+    return _add_channel_max("channel_max_backward_add", dx, dy, cache)
+
+
+def _add_channel_max(op: str, dx: Any, dy: Any, cache: IndexCache) -> Any:
+    """``dy`` added into ``dx`` (zeros when ``None``) at each pixel's first maximal channel."""
+    n, c, h, w = shape = cache.shape
+    check_shape(op, "dy", dy, (n, 1, h, w))
+    xp = _check_add(op, dx, dy, shape)
+    namespace(op, dy=dy, index=cache.index)
+    dx = _zeros(dy, shape) if dx is None else dx
+    winner = (_positions(xp, shape, 0, cache.index), cache.index,
+              _positions(xp, shape, 2, cache.index), _positions(xp, shape, 3, cache.index))
+    return add_at(dx, winner, dy)
 
 
 # -------------------------------------------------------------------------- windowed pooling
@@ -393,7 +448,7 @@ def max_pool2d_backward(dy: Any, cache: WindowCache) -> Any:
     gpad = xp.zeros((*cache.shape[:2], *_padded_hw(cache)), dtype=dy.dtype, device=device(dy))
     finite = is_numpy(xp) and bool(xp.all(xp.isfinite(dy)))  # no host read on a device
     for t, (rows, cols) in enumerate(_taps(cache.kernel, cache.stride, cache.out_hw)):
-        gpad[:, :, rows, cols] += _route(dy, cache.index == t, finite)
+        gpad[:, :, rows, cols] += keep_where(cache.index == t, dy, finite=finite)
     return crop2d(gpad, cache.padding)
 
 
