@@ -29,7 +29,7 @@ from array_api_compat import array_namespace, device
 from ..backend import scatter_add
 
 __all__ = ["Corners", "corners", "padded_source", "corner_weights", "gather_corners", "combine",
-           "sample", "sample_backward_src", "sample_backward_coords", "scatter_rows"]
+           "sample", "sample_backward_src", "sample_backward_coords", "scatter_rows", "join"]
 
 
 class Corners(NamedTuple):
@@ -206,3 +206,8 @@ def sample_backward_coords(g: Any, values: tuple[Any, Any, Any, Any], c: Corners
     dpy = hx * (s10 - s00) + c.lx * (s11 - s01)
     dpx = hy * (s01 - s00) + c.ly * (s11 - s10)
     return dpy, dpx
+
+
+def join(xp: Any, blocks: list[Any]) -> Any:
+    """Per-block results of a batch, joined along the batch axis."""
+    return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)

@@ -174,11 +174,6 @@ def _mask_row(xp: Any, mask: Any) -> Any:
     return xp.reshape(mask, (1, mask.shape[0] * mask.shape[1] * mask.shape[2] * mask.shape[3]))
 
 
-def _join(xp: Any, blocks: list[Any]) -> Any:
-    """The per-block results along the batch axis."""
-    return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)
-
-
 # -------------------------------------------------------------------------------- deform_conv2d
 
 def deform_conv2d_forward(x: Any, offset: Any, weight: Any, bias: Any = None, mask: Any = None,
@@ -235,7 +230,7 @@ def deform_conv2d_forward(x: Any, offset: Any, weight: Any, bias: Any = None, ma
             v *= _mask_row(xp, mask[blk, ...])
         cols = _to_columns(xp, v, w_mat.shape[0], geometry)              # (n, groups, K, L)
         blocks.append(xp.reshape(xp.matmul(w_mat, cols), (cols.shape[0], o, *out_hw)))
-    y = _join(xp, blocks)
+    y = bl.join(xp, blocks)
     if bias is not None:
         y += xp.reshape(bias, (1, o, 1, 1))
     return y, DeformConvCache(x, offset, weight, mask, bias is not None, geometry)
@@ -287,8 +282,8 @@ def deform_conv2d_backward(dy: Any, cache: DeformConvCache) -> tuple[Any, Any, A
         doffsets.append(xp.reshape(xp.stack([xp.reshape(dpy, shape), xp.reshape(dpx, shape)],
                                             axis=4), (nb, *offset.shape[1:])))
     dbias = xp.sum(dy, axis=(0, 2, 3)) if cache.has_bias else None
-    dmask = _join(xp, dmasks) if mask is not None else None
-    return _join(xp, dxs), _join(xp, doffsets), xp.reshape(dweight, weight.shape), dbias, dmask
+    dmask = bl.join(xp, dmasks) if mask is not None else None
+    return bl.join(xp, dxs), bl.join(xp, doffsets), xp.reshape(dweight, weight.shape), dbias, dmask
 
 
 # ----------------------------------------------------------------------------------- registry

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from npattn.gradcheck import check_adjoint, check_op
+from npattn.ops import sampling
 from npattn.ops import (affine_grid_backward, affine_grid_forward, grid_sample_backward,
                         grid_sample_forward)
 
@@ -419,3 +420,26 @@ def test_nan_reaches_exactly_the_outputs_that_read_it(backend, mode):
     assert reads.any() and not reads.all()
     np.testing.assert_array_equal(np.isnan(y[0, 1]), reads[0])
     assert not np.isnan(y[0, 0]).any()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_blocks_give_the_same_result(backend, monkeypatch, mode):
+    # A tiny block budget samples the batch one image at a time: same output and gradients.
+    rng, x, grid = draw_case((3, 2, 4, 5, 3, 2), mode, False, 9)
+    args = on(backend, x, grid)
+    y, cache = grid_sample_forward(*args, mode, "border", False)
+    dy = backend.asarray(rng.standard_normal(tuple(y.shape)))
+    grads = grid_sample_backward(dy, cache)
+    monkeypatch.setattr(sampling, "BLOCK_ELEMENTS", 1)
+    y1, cache1 = grid_sample_forward(*args, mode, "border", False)
+    np.testing.assert_array_equal(backend.to_numpy(y1), backend.to_numpy(y))
+    for got, want in zip(grid_sample_backward(dy, cache1), grads):
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), rtol=1e-14, atol=1e-14)
+
+
+def test_empty_batch_and_empty_grid(backend):
+    for x_shape, grid_shape in [((0, 2, 4, 4), (0, 3, 3, 2)), ((1, 2, 4, 4), (1, 0, 3, 2))]:
+        y, cache = grid_sample_forward(*on(backend, np.zeros(x_shape), np.zeros(grid_shape)))
+        assert tuple(y.shape) == (x_shape[0], 2, *grid_shape[1:3])
+        dx, dgrid = grid_sample_backward(backend.asarray(np.zeros(tuple(y.shape))), cache)
+        assert tuple(dx.shape) == x_shape and tuple(dgrid.shape) == grid_shape
