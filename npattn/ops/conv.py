@@ -207,7 +207,9 @@ def _conv2d(xp: Any, x: Any, weight: Any, bias: Any, groups: int, stride: tuple[
 
 def _conv2d_grads(xp: Any, dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
     """The three gradients of :func:`_conv2d` from ``dy`` of shape (N, O, H_out, W_out)."""
-    if _transposes_to_a_convolution(cache):
+    # Both routes are the same sums.  The convolution gathers the windows of dy, O/G rows per
+    # tap; col2im writes C/G rows per tap and adds them back: the fewer channels win.
+    if _transposes_to_a_convolution(cache) and cache.weight.shape[0] <= cache.xpad.shape[1]:
         dx = _dx_by_convolution(xp, dy, cache)
     else:
         dx = _dx_by_col2im(xp, dy, cache)
@@ -280,7 +282,8 @@ def conv2d_backward(dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
         dx         = crop(col2im(weight[g]^T @ dy[n, g]))            (any stride)
                    = correlate(pad(dy, d(k-1) - p), flipped weight)  (stride 1, p <= d(k-1))
 
-    The two forms of ``dx`` are the same sums; the second is faster.  Derivations:
+    The two forms of ``dx`` are the same sums; the second, used when also O <= C, is faster
+    there.  Derivations:
     ``docs/ops/conv.md``.  ``dy`` (shape (N, O, H_out, W_out)) is not modified.
     """
     n = cache.xpad.shape[0]
