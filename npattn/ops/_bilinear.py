@@ -28,8 +28,15 @@ from array_api_compat import array_namespace, device
 
 from ..backend import scatter_add
 
-__all__ = ["Corners", "corners", "padded_source", "corner_weights", "gather_corners", "combine",
-           "sample", "sample_backward_src", "sample_backward_coords", "scatter_rows", "join"]
+#: The most elements one (rows, points) temporary of grid_sample should hold: 2^18, 1 MiB in
+#: float32.  It samples the batch in blocks below that size (read at call time): larger
+#: temporaries go back to the system when freed and fault their pages in again on every call
+#: (8x64x28x28: a forward took 4.5 ms with about 2000 page faults in one piece, 2.1 ms without).
+BLOCK_ELEMENTS = 2 ** 18
+
+__all__ = ["BLOCK_ELEMENTS", "Corners", "corners", "padded_source", "corner_weights",
+           "gather_corners", "combine", "sample", "sample_backward_src", "sample_backward_coords",
+           "scatter_rows", "join"]
 
 
 class Corners(NamedTuple):
@@ -92,8 +99,8 @@ def corners(py: Any, px: Any, height: int, width: int) -> Corners:
     rows = [_axis(xp, y0 + dy, height) for dy in (0, 1)]
     cols = [_axis(xp, x0 + dx, width) for dx in (0, 1)]
     index = tuple(_flat(xp, row, col, height, width) for row in rows for col in cols)
-    return Corners(index, xp.reshape(py - y0, (b * s,)), xp.reshape(px - x0, (b * s,)),  # type: ignore[arg-type]
-                   b * height * width)
+    ly, lx = xp.reshape(py - y0, (b * s,)), xp.reshape(px - x0, (b * s,))
+    return Corners(index, ly, lx, b * height * width)  # type: ignore[arg-type]
 
 
 def padded_source(src: Any) -> Any:

@@ -31,11 +31,6 @@ __all__ = [
 ]
 
 MODES = ("bilinear", "nearest")
-#: The most elements one (C, points) temporary of grid_sample should hold: 2^18, 1 MiB in float32.
-#: The batch is sampled in blocks below that size: larger temporaries go back to the system when
-#: freed and fault their pages in again on every call (8x64x28x28: a forward took 4.5 ms with
-#: about 2000 page faults in one piece, 2.1 ms without them).
-BLOCK_ELEMENTS = 2 ** 18
 PADDING_MODES = ("zeros", "border")
 
 
@@ -262,10 +257,10 @@ def grid_sample_backward(dy: Any, cache: GridSampleCache) -> tuple[Any, Any]:
 
 
 def _blocks(x: Any, grid: Any) -> list[slice]:
-    """Slices of the batch whose (C, points) temporaries hold at most :data:`BLOCK_ELEMENTS`."""
+    """Slices of the batch whose (C, points) temporaries hold at most ``_bilinear.BLOCK_ELEMENTS``."""
     n, c, h, w = x.shape
     per_sample = c * max(h * w, grid.shape[1] * grid.shape[2])
-    return batch_blocks(n, per_sample, BLOCK_ELEMENTS) or [slice(0, 0)]   # empty batch: one block
+    return batch_blocks(n, per_sample, bl.BLOCK_ELEMENTS) or [slice(0, 0)]  # empty batch: one block
 
 
 def _sample_block(xp: Any, x: Any, grid: Any, cache: GridSampleCache) -> Any:

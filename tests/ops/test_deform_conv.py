@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from npattn.gradcheck import check_adjoint, check_op
-from npattn.ops import _geometry as geometry
+from npattn.ops import _geometry
 from npattn.ops import conv2d_forward, deform_conv2d_backward, deform_conv2d_forward
 
 # The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
@@ -324,3 +324,20 @@ def test_empty_batch(backend):
     assert [None if g is None else tuple(g.shape) for g in grads] == [
         (0, 2, 4, 4), (0, 18, 4, 4), (3, 2, 3, 3), None, (0, 9, 4, 4)]
     np.testing.assert_array_equal(backend.to_numpy(grads[2]), 0.0)
+
+
+def test_batch_blocks_give_the_same_result(backend, monkeypatch):
+    # A tiny block budget splits the batch into blocks of one sample: same output and gradients.
+    g = dict(n=3, c=4, o=2, h=5, w=4, kernel=(2, 2), groups=2, stride=(1, 1), padding=(1, 0),
+             dilation=(1, 1), offset_groups=2, with_mask=True, with_bias=True)
+    rng, *arrays = draw_arrays(g, 5)
+    args = on(backend, *arrays)
+    y, cache = deform_conv2d_forward(*args, **hyper(g))
+    dy = backend.asarray(rng.standard_normal(tuple(y.shape)))
+    grads = deform_conv2d_backward(dy, cache)
+    monkeypatch.setattr(_geometry, "BLOCK_ELEMENTS", 1)
+    y1, cache1 = deform_conv2d_forward(*args, **hyper(g))
+    np.testing.assert_allclose(backend.to_numpy(y1), backend.to_numpy(y), rtol=1e-13, atol=1e-13)
+    for got, want in zip(deform_conv2d_backward(dy, cache1), grads):
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), rtol=1e-13,
+                                   atol=1e-13)
