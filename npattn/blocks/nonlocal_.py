@@ -60,8 +60,9 @@ class NonLocalCache(NamedTuple):
     theta_t: Any    # permute theta -> (N, P, Ci)
     pair: Any       # matmul theta^T phi -> f (N, P, P)
     weights: Any    # softmax of f over its last axis (embedded Gaussian), or None (dot product)
-    a_t: Any        # permute a -> (N, P, P), a^T
-    attend: Any     # matmul g a^T -> y (N, Ci, P)
+    g_t: Any        # permute g -> (N, P, Ci)
+    attend: Any     # matmul a g^T -> y^T (N, P, Ci)
+    y: Any          # permute y^T -> y (N, Ci, P)
     out: Any        # 1x1 convolution back to (N, C, P)
     out_map: Any    # reshape -> (N, C, H, W)
     map: Any        # a (N, P, P): row i holds the weights position i gives every position
@@ -114,13 +115,14 @@ def nonlocal_forward(x: Any, params: dict[str, Any],
         a, c_weights = ops.softmax_forward(f, axis=-1)
     else:
         a, c_weights = f / hw, None
-    a_t, c_a_t = ops.permute_forward(a, (0, 2, 1))
-    y, c_attend = ops.matmul_forward(g, a_t)                                 # y_i = sum_j a_ij g_j
+    g_t, c_g_t = ops.permute_forward(g, (0, 2, 1))                           # (N, P, Ci)
+    y_t, c_attend = ops.matmul_forward(a, g_t)                               # y_i = sum_j a_ij g_j
+    y, c_y = ops.permute_forward(y_t, (0, 2, 1))                             # (N, Ci, P)
     o, c_out = _conv1x1_forward(xp, y, p["out.weight"], p["out.bias"])       # (N, C, P)
     o4, c_out_map = ops.reshape_forward(o, (n, c, h, w))
     z = x + o4                                                               # the residual
     return z, NonLocalCache(mode, hw, c_x_flat, c_theta, c_phi, c_g, c_theta_t, c_pair,
-                            c_weights, c_a_t, c_attend, c_out, c_out_map, a)
+                            c_weights, c_g_t, c_attend, c_y, c_out, c_out_map, a)
 
 
 def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any]]:
@@ -132,8 +134,9 @@ def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any
     xp = namespace("nonlocal_backward", dz=dz)
     do = ops.reshape_backward(dz, cache.out_map)                  # z = x + o: both get dz
     dy, dw_out, db_out = _conv1x1_backward(xp, do, cache.out)
-    dg, da_t = ops.matmul_backward(dy, cache.attend)              # y = g a^T
-    da = ops.permute_backward(da_t, cache.a_t)
+    dy_t = ops.permute_backward(dy, cache.y)
+    da, dg_t = ops.matmul_backward(dy_t, cache.attend)            # y^T = a g^T
+    dg = ops.permute_backward(dg_t, cache.g_t)
     if cache.mode == "embedded_gaussian":
         df = ops.softmax_backward(da, cache.weights)
     else:

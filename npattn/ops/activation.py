@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import keep_where, namespace
+from ..backend import keep_where, namespace, sum_of_products, sum_over
 from ..checks import argument_error, check_axis, check_float_array, check_shape
 from ._registry import register_op
 
@@ -135,20 +135,24 @@ def softmax_forward(x: Any, axis: int = -1) -> tuple[Any, SoftmaxCache]:
     if x.ndim == 0:
         raise argument_error("softmax", "x", "at least 1 dimension", "a 0-d array")
     axis = check_axis("softmax", "axis", axis, x.ndim)
-    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
-    y = e / xp.sum(e, axis=axis, keepdims=True)
+    y = xp.exp(x - xp.max(x, axis=axis, keepdims=True))         # e, a fresh array ...
+    y /= sum_over(y, (axis,))                                    # ... divided in place
     return y, SoftmaxCache(y, axis)
 
 
 def softmax_backward(dy: Any, cache: SoftmaxCache) -> Any:
     """``dx = y * (dy - sum(dy * y))``, the sum along the softmax axis.
 
-    From ``dy_j/dx_i = y_j (delta_ij - y_i)``.
+    From ``dy_j/dx_i = y_j (delta_ij - y_i)``.  The sum of products is
+    :func:`~npattn.backend.sum_of_products` (no temporary for ``dy * y`` in NumPy), and the
+    product with ``y`` is taken in place in the fresh ``dy - sum``.
     """
     check_shape("softmax_backward", "dy", dy, cache.y.shape)
-    xp = namespace("softmax_backward", dy=dy, y=cache.y)
+    namespace("softmax_backward", dy=dy, y=cache.y)
     y = cache.y
-    return y * (dy - xp.sum(dy * y, axis=cache.axis, keepdims=True))
+    dx = dy - sum_of_products(dy, y, (cache.axis,))
+    dx *= y
+    return dx
 
 
 # ----------------------------------------------------------------------------------------- tanh
