@@ -305,4 +305,4 @@ def _deform_example(rng):
 
 
 register_op("deform_conv2d", deform_conv2d_forward, deform_conv2d_backward, _deform_example,
-            doc="ops/deform_conv.md", tags=("kink",))
+            doc="ops/deform_conv.md", linear=True, tags=("kink",))        # linear in x

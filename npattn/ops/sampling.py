@@ -318,4 +318,4 @@ register_op("affine_grid", affine_grid_forward, affine_grid_backward,
             lambda rng: ((rng.standard_normal((2, 2, 3)), (2, 1, 4, 5)), {"align_corners": False}),
             doc="ops/sampling.md", linear=True)
 register_op("grid_sample", grid_sample_forward, grid_sample_backward, _grid_sample_example,
-            doc="ops/sampling.md", tags=("kink",))
+            doc="ops/sampling.md", linear=True, tags=("kink",))            # linear in x
