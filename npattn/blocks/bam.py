@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from .. import ops
 from ..backend import namespace
-from ..checks import check_float_array, check_int, check_shape
+from ..checks import argument_error, check_float_array, check_int, check_shape
 from ..init import as_generator
 from ._base import hidden_width, take_params
 from ._parts import (BatchNormBlock, BatchNorms, add_conv, batch_norm_shapes, check_bn_settings,
@@ -112,6 +112,9 @@ def bam_forward(x: Any, params: dict[str, Any], dilation: int = 4,
     dilation = check_int(op, "dilation", dilation, minimum=1)
     training, momentum, eps = check_bn_settings(op, training, momentum, eps)
     n, c = x.shape[:2]
+    if training and n < 2:
+        raise argument_error(op, "x", "at least 2 samples in training mode (the channel branch's "
+                             "batch norm takes its statistics over the batch)", f"shape {tuple(x.shape)}")
     p = take_params(op, params, x, _param_shapes(c))
     hid = p[_C + "gate_c_fc_0.weight"].shape[0]
     norms = {_C + "gate_c_bn_1": hid, **{f"{_S}gate_s_bn_{s}": hid for s in _STAGES}}

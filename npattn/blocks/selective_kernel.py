@@ -123,9 +123,12 @@ def selective_kernel_forward(x: Any, params: dict[str, Any], kernels: tuple[int,
     kernels = check_kernels(op, kernels)
     groups = check_int(op, "groups", groups, minimum=1)
     training, momentum, eps = check_bn_settings(op, training, momentum, eps)
-    c, m = x.shape[1], len(kernels)
+    n, c, m = x.shape[0], x.shape[1], len(kernels)
     if c % groups:
         raise argument_error(op, "groups", f"a divisor of the {c} channels of 'x'", groups)
+    if training and n < 2:
+        raise argument_error(op, "x", "at least 2 samples in training mode (the fuse layer's "
+                             "batch norm takes its statistics over the batch)", f"shape {tuple(x.shape)}")
     p = take_params(op, params, x, _param_shapes(c, groups, m))
     d = p["fc.0.weight"].shape[0]
     norms = {**{f"convs.{i}.1": c for i in range(m)}, "fc.1": d}
