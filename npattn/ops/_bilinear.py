@@ -34,7 +34,7 @@ from ..backend import scatter_add
 #: (8x64x28x28: a forward took 4.5 ms with about 2000 page faults in one piece, 2.1 ms without).
 BLOCK_ELEMENTS = 2 ** 18
 
-__all__ = ["BLOCK_ELEMENTS", "Corners", "corners", "padded_source", "corner_weights",
+__all__ = ["BLOCK_ELEMENTS", "Corners", "corners", "flat_index", "padded_source", "corner_weights",
            "gather_corners", "combine", "sample", "sample_backward_src", "sample_backward_coords",
            "scatter_rows", "join"]
 
@@ -61,9 +61,9 @@ class Corners(NamedTuple):
 
 def _axis(xp: Any, i: Any, size: int) -> tuple[Any, Any]:
     """Whether integer-valued float coordinates lie in ``[0, size-1]``, and their int64 values
-    clipped into that range (clipped before the cast, so 1e30 cannot overflow)."""
+    there (0 elsewhere, before the cast: a coordinate at 1e30 or NaN is never cast)."""
     inside = (i >= 0) & (i <= size - 1)
-    return inside, xp.astype(xp.clip(i, 0.0, float(size - 1)), xp.int64)
+    return inside, xp.astype(xp.where(inside, i, xp.zeros_like(i)), xp.int64)
 
 
 def _flat(xp: Any, row: tuple[Any, Any], col: tuple[Any, Any], height: int, width: int) -> Any:

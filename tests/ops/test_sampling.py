@@ -443,3 +443,14 @@ def test_empty_batch_and_empty_grid(backend):
         assert tuple(y.shape) == (x_shape[0], 2, *grid_shape[1:3])
         dx, dgrid = grid_sample_backward(backend.asarray(np.zeros(tuple(y.shape))), cache)
         assert tuple(dx.shape) == x_shape and tuple(dgrid.shape) == grid_shape
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_and_huge_coordinates(backend):
+    # As PyTorch: a NaN or infinite coordinate gives NaN with bilinear (its weights are NaN)
+    # and 0 with nearest; a huge finite one is simply outside (0).  No index overflows.
+    x = np.ones((1, 1, 3, 3))
+    grid = np.array([[[[np.nan, 0.0], [1e30, -1e30], [np.inf, 0.2]]]])
+    for mode, want in [("bilinear", [np.nan, 0.0, np.nan]), ("nearest", [0.0, 0.0, 0.0])]:
+        y, _ = grid_sample_forward(*on(backend, x, grid), mode)
+        np.testing.assert_array_equal(backend.to_numpy(y).ravel(), want)
