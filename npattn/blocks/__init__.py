@@ -15,6 +15,8 @@ block                  pure pair                              params
 :class:`CoordAttention`  ``coord_attention_forward`` / ...    ``conv1``, ``bn1``, ``conv_h``, ``conv_w``; buffers ``bn1.running_*``
 :class:`SelectiveKernel`  ``selective_kernel_forward`` / ...  ``convs.i.0/.1``, ``fc.0/.1``, ``fcs.i``; buffers ``*.running_*``
 :class:`BAM`           ``bam_forward`` / ``bam_backward``     ``channel_att.gate_c.*``, ``spatial_att.gate_s.*``; buffers
+:class:`SpatialTransformer`  ``spatial_transformer_forward`` / ...  ``loc.*``, ``fc_loc.weight``, ``fc_loc.bias``
+:class:`DeformConv2d`  ``deform_block_forward`` / ...         ``conv_offset.*`` (offsets and mask), ``weight`` [, ``bias``]
 =====================  =====================================  ====================================
 
 Every pure forward is ``NAME_forward(x, params) -> (y, cache)`` with ``cache.map`` the attention
@@ -35,6 +37,8 @@ from .pyramid_spatial import (PyramidSpatialAttention, pyramid_spatial_attention
 from .se import SE, se_backward, se_forward
 from .selective_kernel import SelectiveKernel, selective_kernel_backward, selective_kernel_forward
 from .simam import SimAM, simam_backward, simam_forward
+from .spatial_transformer import SpatialTransformer, spatial_transformer_backward, spatial_transformer_forward
+from .deform import DeformConv2d, deform_block_backward, deform_block_forward
 from .spatial_attention import SpatialAttention, spatial_attention_backward, spatial_attention_forward
 
 __all__ = [
@@ -50,5 +54,7 @@ __all__ = [
     "CoordAttention", "coord_attention_forward", "coord_attention_backward",
     "SelectiveKernel", "selective_kernel_forward", "selective_kernel_backward",
     "BAM", "bam_forward", "bam_backward",
+    "SpatialTransformer", "spatial_transformer_forward", "spatial_transformer_backward",
+    "DeformConv2d", "deform_block_forward", "deform_block_backward",
     "BLOCK_REGISTRY", "BlockSpec",
 ]

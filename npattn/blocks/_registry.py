@@ -25,6 +25,8 @@ from .se import SE
 from .selective_kernel import SelectiveKernel
 from .simam import SimAM
 from .spatial_attention import SpatialAttention
+from .deform import DeformConv2d
+from .spatial_transformer import IDENTITY_THETA, SpatialTransformer
 
 __all__ = ["BlockSpec", "BLOCK_REGISTRY", "tie_free"]
 
@@ -66,6 +68,25 @@ def tie_free(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 2
 
 _SHAPE = (2, 4, 3, 4)
 
+
+def _spatial_transformer(rng: np.random.Generator) -> SpatialTransformer:
+    """A transformer whose sample points sit off pixel lines (a fresh one samples exactly on
+    pixel centres, where bilinear sampling has a kink)."""
+    m = SpatialTransformer(4, (3, 4), hidden=2, rng=rng, dtype="float64")
+    m.params["fc_loc.weight"] = 0.05 * rng.standard_normal(m.params["fc_loc.weight"].shape)
+    m.params["fc_loc.bias"] = np.asarray(IDENTITY_THETA) + 0.3 * rng.uniform(-1, 1, 6)
+    return m
+
+
+def _deform_conv(rng: np.random.Generator) -> DeformConv2d:
+    """A deformable convolution whose offsets sit off whole pixels (a fresh one has zero offsets,
+    exactly on the kink of bilinear sampling)."""
+    m = DeformConv2d(4, 4, 3, padding=1, offset_groups=2, rng=rng, dtype="float64")
+    shape = m.params["conv_offset.bias"].shape
+    m.params["conv_offset.weight"] = 0.02 * rng.standard_normal(m.params["conv_offset.weight"].shape)
+    m.params["conv_offset.bias"] = rng.integers(-1, 2, shape) + 0.35 + 0.3 * rng.random(shape)
+    return m
+
 BLOCK_REGISTRY: dict[str, BlockSpec] = {
     spec.name: spec for spec in [
         BlockSpec("SE", lambda rng: SE(4, reduction=2, rng=rng, dtype="float64"),
@@ -99,5 +120,9 @@ BLOCK_REGISTRY: dict[str, BlockSpec] = {
                   lambda rng: tie_free(rng, (2, 2, 3, 4)), "blocks/selective_kernel.md"),
         BlockSpec("BAM", lambda rng: BAM(2, reduction=1, dilation=2, rng=rng, dtype="float64"),
                   lambda rng: tie_free(rng, (2, 2, 3, 4)), "blocks/bam.md"),
+        BlockSpec("SpatialTransformer", _spatial_transformer,
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/spatial_transformer.md"),
+        BlockSpec("DeformConv2d", _deform_conv,
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/deform.md"),
     ]
 }
