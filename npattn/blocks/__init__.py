@@ -15,7 +15,7 @@ block                  pure pair                              params
 :class:`CoordAttention`  ``coord_attention_forward`` / ...    ``conv1``, ``bn1``, ``conv_h``, ``conv_w``; buffers ``bn1.running_*``
 :class:`SelectiveKernel`  ``selective_kernel_forward`` / ...  ``convs.i.0/.1``, ``fc.0/.1``, ``fcs.i``; buffers ``*.running_*``
 :class:`BAM`           ``bam_forward`` / ``bam_backward``     ``channel_att.gate_c.*``, ``spatial_att.gate_s.*``; buffers
-:class:`SpatialTransformer`  ``spatial_transformer_forward`` / ...  ``loc.*``, ``fc_loc.weight``, ``fc_loc.bias``
+:class:`SpatialTransformer`  ``spatial_transformer_forward`` / ...  ``localization.0.*``, ``fc_loc.weight``, ``fc_loc.bias``
 :class:`DeformConv2d`  ``deform_block_forward`` / ...         ``conv_offset.*`` (offsets and mask), ``weight`` [, ``bias``]
 =====================  =====================================  ====================================
 
