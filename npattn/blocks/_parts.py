@@ -30,8 +30,9 @@ from ..init import bias_uniform, fan_in, kaiming_uniform
 from ..module import Module, TensorView
 from ._base import Block
 
-__all__ = ["add_conv", "RUNNING", "batch_norm_shapes", "take_buffers", "check_bn_settings", "BatchNorms",
-           "updated_buffers", "BatchNormBlock"]
+__all__ = ["add_conv", "RUNNING", "batch_norm_shapes", "take_buffers", "check_bn_settings",
+           "BatchNorms", "updated_buffers", "BatchNormBlock"]
+
 
 def add_conv(module: Module, name: str, shape: tuple[int, ...], gen: np.random.Generator,
              dtype: str, bias: bool = True) -> Any:
@@ -111,10 +112,11 @@ class BatchNorms(NamedTuple):
     def forward(self, name: str, z: Any) -> tuple[Any, Any]:
         """``batch_norm2d_forward`` of ``z`` (N, c, H, W) with batch norm ``name``'s parameters
         and running statistics; the cache carries the updated statistics."""
-        stats = [None, None] if self.buffers is None else [self.buffers[f"{name}.{k}"] for k in RUNNING]
-        return ops.batch_norm2d_forward(z, self.params[f"{name}.weight"], self.params[f"{name}.bias"],
-                                        *stats, training=self.training, momentum=self.momentum,
-                                        eps=self.eps)
+        b = self.buffers
+        stats = [None, None] if b is None else [b[f"{name}.{k}"] for k in RUNNING]
+        return ops.batch_norm2d_forward(z, self.params[f"{name}.weight"],
+                                        self.params[f"{name}.bias"], *stats, training=self.training,
+                                        momentum=self.momentum, eps=self.eps)
 
 
 def updated_buffers(caches: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -192,7 +194,8 @@ class BatchNormBlock(Block):
         return {**super().state_dict(),
                 **{k: array_namespace(b).asarray(b, copy=True) for k, b in self._buffers.items()}}
 
-    def load_state_dict(self, state: Mapping[str, Any] | str | os.PathLike, strict: bool = True) -> None:
+    def load_state_dict(self, state: Mapping[str, Any] | str | os.PathLike,
+                        strict: bool = True) -> None:
         """Load parameters and buffers, as :meth:`Module.load_state_dict` loads parameters.
 
         PyTorch's ``*.num_batches_tracked`` entries are accepted and ignored: with a fixed

@@ -114,7 +114,8 @@ def bam_forward(x: Any, params: dict[str, Any], dilation: int = 4,
     n, c = x.shape[:2]
     if training and n < 2:
         raise argument_error(op, "x", "at least 2 samples in training mode (the channel branch's "
-                             "batch norm takes its statistics over the batch)", f"shape {tuple(x.shape)}")
+                             "batch norm takes its statistics over the batch)",
+                             f"shape {tuple(x.shape)}")
     p = take_params(op, params, x, _param_shapes(c))
     hid = p[_C + "gate_c_fc_0.weight"].shape[0]
     norms = {_C + "gate_c_bn_1": hid, **{f"{_S}gate_s_bn_{s}": hid for s in _STAGES}}

@@ -128,7 +128,8 @@ def selective_kernel_forward(x: Any, params: dict[str, Any], kernels: tuple[int,
         raise argument_error(op, "groups", f"a divisor of the {c} channels of 'x'", groups)
     if training and n < 2:
         raise argument_error(op, "x", "at least 2 samples in training mode (the fuse layer's "
-                             "batch norm takes its statistics over the batch)", f"shape {tuple(x.shape)}")
+                             "batch norm takes its statistics over the batch)",
+                             f"shape {tuple(x.shape)}")
     p = take_params(op, params, x, _param_shapes(c, groups, m))
     d = p["fc.0.weight"].shape[0]
     norms = {**{f"convs.{i}.1": c for i in range(m)}, "fc.1": d}
