@@ -38,9 +38,10 @@ class ConvCache(NamedTuple):
     Attributes
     ----------
     xpad : array, shape (N, C, H + 2 p_h, W + 2 p_w)
-        The zero-padded input (``x`` itself when the padding is 0), for ``dweight``.  The
-        backward gathers its windows again, block by block, rather than keeping them all:
-        they are ``kh*kw`` times the size of ``x``.
+        The zero-padded input, for ``dweight``; with zero padding, ``x`` itself (a reference,
+        as PyTorch keeps one: change ``x`` in place before the backward and ``dweight`` is
+        wrong).  The backward gathers its windows again, block by block, rather than keeping
+        them all: they are ``kh*kw`` times the size of ``x``.
     weight : array, shape (O, C/G, kh, kw)
         The kernel (for ``dx``).
     groups : int
