@@ -17,6 +17,7 @@ block                  pure pair                              params
 :class:`BAM`           ``bam_forward`` / ``bam_backward``     ``channel_att.gate_c.*``, ``spatial_att.gate_s.*``; buffers
 :class:`SpatialTransformer`  ``spatial_transformer_forward`` / ...  ``localization.0.*``, ``fc_loc.weight``, ``fc_loc.bias``
 :class:`DeformConv2d`  ``deform_block_forward`` / ...         ``conv_offset.*`` (offsets and mask), ``weight`` [, ``bias``]
+:class:`TripletAttention`  ``triplet_attention_forward`` / ...  ``{cw,hc,hw}.conv.conv.weight``, ``{b}.conv.bn.*``; buffers
 =====================  =====================================  ====================================
 
 Every pure forward is ``NAME_forward(x, params) -> (y, cache)`` with ``cache.map`` the attention
@@ -40,6 +41,7 @@ from .simam import SimAM, simam_backward, simam_forward
 from .spatial_transformer import SpatialTransformer, spatial_transformer_backward, spatial_transformer_forward
 from .deform import DeformConv2d, deform_block_backward, deform_block_forward
 from .spatial_attention import SpatialAttention, spatial_attention_backward, spatial_attention_forward
+from .triplet import TripletAttention, triplet_attention_backward, triplet_attention_forward
 
 __all__ = [
     "SE", "ECA", "ChannelAttention", "SpatialAttention", "CBAM",
@@ -56,5 +58,6 @@ __all__ = [
     "BAM", "bam_forward", "bam_backward",
     "SpatialTransformer", "spatial_transformer_forward", "spatial_transformer_backward",
     "DeformConv2d", "deform_block_forward", "deform_block_backward",
+    "TripletAttention", "triplet_attention_forward", "triplet_attention_backward",
     "BLOCK_REGISTRY", "BlockSpec",
 ]

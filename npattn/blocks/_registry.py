@@ -25,6 +25,7 @@ from .se import SE
 from .selective_kernel import SelectiveKernel
 from .simam import SimAM
 from .spatial_attention import SpatialAttention
+from .triplet import TripletAttention
 from .deform import DeformConv2d
 from .spatial_transformer import IDENTITY_THETA, SpatialTransformer
 
@@ -124,5 +125,7 @@ BLOCK_REGISTRY: dict[str, BlockSpec] = {
                   lambda rng: tie_free(rng, _SHAPE), "blocks/spatial_transformer.md"),
         BlockSpec("DeformConv2d", _deform_conv,
                   lambda rng: tie_free(rng, _SHAPE), "blocks/deform.md"),
+        BlockSpec("TripletAttention", lambda rng: TripletAttention(3, rng=rng, dtype="float64"),
+                  lambda rng: tie_free(rng, _SHAPE), "blocks/triplet.md"),
     ]
 }
