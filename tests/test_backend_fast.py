@@ -199,3 +199,58 @@ def test_add_at_every_backend_on_a_strided_target(backend, rng):
     if backend.name == "numpy":        # a view: the update shows in the base array
         np.testing.assert_allclose(backend.to_numpy(xbase), want, rtol=1e-14)
     np.testing.assert_allclose(backend.to_numpy(target), want[:, ::2], rtol=1e-14)
+
+
+# ------------------------------------------------------------------------------------- threads
+
+@pytest.fixture
+def threaded(monkeypatch):
+    """Two threads on arrays of any size, and cache blocks of a few lines: every split path."""
+    import npattn.backend as backend
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", 64)
+    previous = backend.set_threads(2)
+    yield backend
+    backend.set_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threaded_paths_agree_with_the_portable_ones(threaded, dtype, rng):
+    x = rng.standard_normal((5, 7, 3, 4)).astype(dtype)
+    y = rng.standard_normal((5, 7, 3, 4)).astype(dtype)
+    gate = rng.standard_normal((5, 1, 3, 4)).astype(dtype)
+    scale = rng.standard_normal((5, 7, 1, 1)).astype(dtype)
+    for b in (gate, scale, y, np.asarray(2.0, dtype=dtype)):
+        np.testing.assert_array_equal(threaded.multiply(x, b), x * b)
+        np.testing.assert_array_equal(threaded.add_into(x.copy(), b), x + b)
+    for axes in [(1,), (2, 3), (1, 2, 3), (0,)]:
+        np.testing.assert_allclose(sum_of_products(x, y, axes), sum_of_products(x, y, axes, fast=False),
+                                   **TOL[dtype])
+    ties = rng.integers(0, 3, (5, 7, 3, 4)).astype(dtype)
+    ties[1, :, 0, 0] = np.nan
+    for v in (x, ties):
+        for axis in (1, 2):
+            (m, i), (m_ref, i_ref) = _both(first_max, v, axis)
+            np.testing.assert_array_equal(i, i_ref)
+            np.testing.assert_array_equal(m, m_ref)
+
+
+def test_set_threads_checks_and_returns_the_previous_number():
+    import npattn.backend as backend
+    previous = backend.set_threads(3)
+    try:
+        assert backend.get_threads() == 3
+        assert backend.set_threads(1) == 3
+        with pytest.raises(ValueError, match="set_threads: argument 'n' expected an int >= 1"):
+            backend.set_threads(0)
+        with pytest.raises(TypeError, match="set_threads: argument 'n' expected an int >= 1"):
+            backend.set_threads(2.0)
+    finally:
+        backend.set_threads(previous)
+
+
+def test_an_error_in_a_thread_reaches_the_caller(threaded):
+    def fail(part):
+        raise RuntimeError(f"part {part}")
+    with pytest.raises(RuntimeError, match="part"):
+        threaded._run_parts(fail, [0, 1, 2, 3])

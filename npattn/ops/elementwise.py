@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
-from ..backend import namespace, sum_of_products
+from ..backend import multiply, namespace, sum_of_products
 from ..checks import argument_error, check_float_array, check_same_dtype, check_shape
 from ._registry import register_op
 
@@ -89,12 +89,12 @@ def mul_forward(a: Any, b: Any) -> tuple[Any, MulCache]:
     cache : MulCache
         ``a`` and ``b``.
     """
-    xp = namespace("mul", a=a, b=b)
+    namespace("mul", a=a, b=b)
     check_float_array("mul", "a", a)
     check_float_array("mul", "b", b)
     check_same_dtype("mul", a=a, b=b)
     broadcast_shape("mul", a.shape, b.shape)
-    y = xp.multiply(a, b)
+    y = multiply(a, b)               # a * b (NumPy: the batch split between threads)
     return y, MulCache(a, b)
 
 
@@ -124,7 +124,7 @@ def _factor_grad(dy: Any, other: Any, shape: tuple[int, ...]) -> Any:
         axes = tuple(i for i, (n, m) in enumerate(zip(shape, full)) if n == 1 and m != 1)
         if axes:
             return sum_of_products(dy, other, axes)
-    return unbroadcast(dy * other, shape)
+    return unbroadcast(multiply(dy, other), shape)
 
 
 # ----------------------------------------------------------------------------------- registry

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from ..backend import add_at, first_max, is_numpy, keep_where, namespace, sum_over
+from ..backend import add_at, add_into, first_max, is_numpy, keep_where, namespace, sum_over
 from ..checks import argument_error, check_float_array, check_shape, int_pair
 from ._geometry import _tap, check_window_fits, col2im, crop2d, pad2d
 from ._registry import register_op
@@ -165,8 +165,7 @@ def global_avg_pool2d_backward_add(dx: Any, dy: Any, cache: ShapeCache) -> Any:
     n, c, h, w = cache.shape
     check_shape("global_avg_pool2d_backward_add", "dy", dy, (n, c, 1, 1))
     _check_add("global_avg_pool2d_backward_add", dx, dy, cache.shape)
-    dx += dy / (h * w)
-    return dx
+    return add_into(dx, dy / (h * w))
 
 
 def global_max_pool2d_forward(x: Any) -> tuple[Any, IndexCache]:
@@ -270,8 +269,7 @@ def channel_mean_backward_add(dx: Any, dy: Any, cache: ShapeCache) -> Any:
     n, c, h, w = cache.shape
     check_shape("channel_mean_backward_add", "dy", dy, (n, 1, h, w))
     _check_add("channel_mean_backward_add", dx, dy, cache.shape)
-    dx += dy / c
-    return dx
+    return add_into(dx, dy / c)
 
 
 def channel_max_forward(x: Any) -> tuple[Any, IndexCache]:
