@@ -585,6 +585,9 @@ def parse(argv):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2)")
+    p.add_argument("--npattn-threads", type=int, default=None,
+                   help="threads of npattn's NumPy fast paths (default: NPATTN_THREADS, else the "
+                        "CPUs available, at most 4; 1 for one thread)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--quick", action="store_true", help="smallest shape, 3 repeats: a smoke run")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for .md and .json")
@@ -593,6 +596,9 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    from npattn.backend import get_threads, set_threads
+    if args.npattn_threads is not None:
+        set_threads(args.npattn_threads)
     dev = Device(args.backend)
     ts = None
     if not args.no_torch and _torch_ok():
@@ -631,7 +637,8 @@ def main(argv=None) -> int:
     meta = {"machine": machine_name(args.backend), "date": _dt.date.today().isoformat(),
             "backend": args.backend, "numpy": np.__version__,
             "torch": ts.torch.__version__ if ts else None,
-            "threads": f"{os.cpu_count()} cores, PyTorch threads {args.threads}",
+            "threads": f"{os.cpu_count()} cores, PyTorch threads {args.threads}, "
+                       f"npattn threads {get_threads()}",
             "repeats": args.repeats, "warmup": args.warmup, "ceilings": ceilings,
             "argv": list(argv or [])}
     out = Path(args.out)

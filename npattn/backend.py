@@ -12,7 +12,8 @@ functions only, and a faster path for the libraries that have one:
 
 The fast paths (the last section) compute standard things faster on NumPy, each beside its
 portable spelling: :func:`multiply`, :func:`add_into`, :func:`keep_where`, :func:`sum_over`,
-:func:`sum_of_products`, :func:`first_max`, :func:`add_at`.  On large NumPy arrays they split
+:func:`sum_of_products`, :func:`first_max`, :func:`add_at`, :func:`map_last_axis`.  On large
+NumPy arrays they split
 the work over the batch axis between threads (:func:`set_threads`; NumPy releases the GIL
 inside its loops, and one NumPy thread reaches about half of the machine's memory bandwidth).
 """
@@ -42,6 +43,7 @@ __all__ = [
     "set_threads",
     "multiply",
     "add_into",
+    "map_last_axis",
     "keep_where",
     "sum_over",
     "sum_of_products",
@@ -357,10 +359,10 @@ def sum_over(x: Any, axes: tuple[int, ...], *, fast: bool = True) -> Any:
     """``sum(x, axis=axes, keepdims=True)`` for non-negative ``axes`` in increasing order.
 
     NumPy's ``sum`` along a contiguous axis is pairwise and compute-bound (16-26 GB/s even in
-    cache).  For a C-contiguous NumPy array the fast path sums the trailing axes as a
-    matrix-vector product with ones, ``x2 @ ones`` (memory speed: 3-4x faster), and axis 1 of
-    a (N, C, ...) array as ``ones @ x3`` (1.2-3x faster); BLAS adds in float32 for float32, in
-    blocks, about as exactly as the pairwise sum.  Other cases take ``sum``.
+    cache).  For a C-contiguous NumPy array the fast path sums the trailing axes, or axis 1 of a
+    (N, C, ...) array, with ``einsum`` (``"ij->i"``, ``"ncl->nl"``): memory speed, as fast as
+    the BLAS product with ones (``x2 @ ones``, 1.5-3x faster than ``sum``) without starting BLAS's
+    own threads, so that the rows can be split between npattn's.  Other cases take ``sum``.
     """
     xp = array_namespace(x)
     axes = tuple(axes)
@@ -369,12 +371,14 @@ def sum_over(x: Any, axes: tuple[int, ...], *, fast: bool = True) -> Any:
     if fast and is_numpy(xp) and _contiguous(x) and x.size and axes:
         rows = int(np.prod(shape[:axes[0]], dtype=np.int64))
         if axes == tuple(range(axes[0], x.ndim)):               # trailing axes
-            inner = x.size // rows
-            ones = np.ones((inner,), dtype=x.dtype)
-            return np.reshape(np.reshape(x, (rows, inner)) @ ones, kept)
-        if axes == (1,) and x.ndim >= 3:                        # channels of (N, C, ...)
-            ones = np.ones((shape[1],), dtype=x.dtype)
-            return np.reshape(ones @ np.reshape(x, (shape[0], shape[1], -1)), kept)
+            spec, v = "ij->i", np.reshape(x, (rows, -1))
+        elif axes == (1,) and x.ndim >= 3:                      # channels of (N, C, ...)
+            spec, v = "ncl->nl", np.reshape(x, (shape[0], shape[1], -1))
+        else:
+            return xp.sum(x, axis=axes, keepdims=True)
+        out = np.empty((v.shape[0], *v.shape[2:]), dtype=x.dtype)
+        _run_parts(lambda r: np.einsum(spec, v[r], out=out[r]), _row_parts(v.shape[0], x.size))
+        return np.reshape(out, kept)
     return xp.sum(x, axis=axes, keepdims=True)
 
 
@@ -505,3 +509,32 @@ def add_at(target: Any, index: tuple[Any, ...], values: Any, *, fast: bool = Tru
         hit = on if hit is None else hit & on
     target += xp.where(hit, values, xp.zeros((), dtype=target.dtype, device=device(target)))
     return target
+
+
+def map_last_axis(fn: Callable[..., Any], *arrays: Any, fast: bool = True) -> Any:
+    """``fn(*arrays)`` for a function that works line by line along the last axis.
+
+    ``arrays`` share one shape; ``fn`` returns an array of that shape and dtype whose every line
+    along the last axis depends only on the same lines of the inputs (a softmax, its backward).
+    Spec: ``fn`` on the whole arrays.  For large C-contiguous NumPy arrays the fast path calls
+    ``fn`` on blocks of whole lines of about 1 MiB, shared between the threads, and copies each
+    result into one output: every pass ``fn`` makes over a block runs in cache, so the arrays are
+    read once from memory and the output written once, and ``fn``'s temporaries are
+    block-sized (a (4, 784, 784) softmax: about 8 passes over memory become 2).
+    """
+    xp = array_namespace(*arrays)
+    first = arrays[0]
+    if (fast and is_numpy(xp) and first.ndim >= 2 and first.size >= PARALLEL_MIN_ELEMENTS
+            and all(tuple(a.shape) == tuple(first.shape) and _contiguous(a) for a in arrays)):
+        length = first.shape[-1]
+        lines = first.size // length
+        flat = [np.reshape(a, (lines, length)) for a in arrays]
+        out = np.empty((lines, length), dtype=first.dtype)
+        step = max(1, CACHE_BLOCK_BYTES // (length * first.itemsize))
+
+        def one_block(rows: slice) -> None:
+            out[rows] = fn(*(f[rows] for f in flat))
+
+        _run_parts(one_block, [slice(i, i + step) for i in range(0, lines, step)])
+        return np.reshape(out, first.shape)
+    return fn(*arrays)

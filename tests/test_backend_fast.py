@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from npattn.backend import add_at, first_max, keep_where, sum_of_products, sum_over
+from npattn.backend import add_at, first_max, keep_where, map_last_axis, sum_of_products, sum_over
 
 DTYPES = ["float32", "float64"]
 TOL = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
@@ -156,6 +156,25 @@ def test_keep_where_broadcasts_every_backend(backend, rng):
     np.testing.assert_array_equal(got, np.where(mask, values, 0.0))
 
 
+# -------------------------------------------------------------------------------- map_last_axis
+
+def test_map_last_axis_fast_and_portable_agree_in_blocks(monkeypatch, rng):
+    import npattn.backend as backend
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", 40)          # two lines of 5 per block
+    x = rng.standard_normal((3, 7, 5))
+    fn = lambda v: np.exp(v - v.max(axis=-1, keepdims=True))       # noqa: E731
+    out = map_last_axis(fn, x)
+    np.testing.assert_array_equal(out, fn(x))
+    np.testing.assert_array_equal(out, map_last_axis(fn, x, fast=False))
+
+
+def test_map_last_axis_every_backend(backend, rng):
+    x = rng.standard_normal((2, 3, 4))
+    got = map_last_axis(lambda v: v * 2.0, backend.asarray(x))
+    np.testing.assert_array_equal(backend.to_numpy(got), 2.0 * x)
+
+
 # --------------------------------------------------------------------------------------- add_at
 
 def _winner_index(shape, axis, index):
@@ -226,6 +245,10 @@ def test_threaded_paths_agree_with_the_portable_ones(threaded, dtype, rng):
     for axes in [(1,), (2, 3), (1, 2, 3), (0,)]:
         np.testing.assert_allclose(sum_of_products(x, y, axes), sum_of_products(x, y, axes, fast=False),
                                    **TOL[dtype])
+    for axes in [(1,), (2, 3), (3,)]:
+        np.testing.assert_allclose(sum_over(x, axes), sum_over(x, axes, fast=False), **TOL[dtype])
+    rowwise = lambda a, b: a * b - a.max(axis=-1, keepdims=True)       # noqa: E731
+    np.testing.assert_array_equal(threaded.map_last_axis(rowwise, x, y), rowwise(x, y))
     ties = rng.integers(0, 3, (5, 7, 3, 4)).astype(dtype)
     ties[1, :, 0, 0] = np.nan
     for v in (x, ties):

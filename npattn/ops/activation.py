@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import keep_where, namespace, sum_of_products, sum_over
+from ..backend import keep_where, map_last_axis, namespace, sum_of_products, sum_over
 from ..checks import argument_error, check_axis, check_float_array, check_shape
 from ._registry import register_op
 
@@ -135,9 +135,18 @@ def softmax_forward(x: Any, axis: int = -1) -> tuple[Any, SoftmaxCache]:
     if x.ndim == 0:
         raise argument_error("softmax", "x", "at least 1 dimension", "a 0-d array")
     axis = check_axis("softmax", "axis", axis, x.ndim)
+    if axis == x.ndim - 1:                                       # line by line, in cache
+        y = map_last_axis(lambda v: _softmax(xp, v, v.ndim - 1), x)
+    else:
+        y = _softmax(xp, x, axis)
+    return y, SoftmaxCache(y, axis)
+
+
+def _softmax(xp: Any, x: Any, axis: int) -> Any:
+    """``exp(x - max x) / sum`` along ``axis`` (non-negative)."""
     y = xp.exp(x - xp.max(x, axis=axis, keepdims=True))         # e, a fresh array ...
     y /= sum_over(y, (axis,))                                    # ... divided in place
-    return y, SoftmaxCache(y, axis)
+    return y
 
 
 def softmax_backward(dy: Any, cache: SoftmaxCache) -> Any:
@@ -149,8 +158,14 @@ def softmax_backward(dy: Any, cache: SoftmaxCache) -> Any:
     """
     check_shape("softmax_backward", "dy", dy, cache.y.shape)
     namespace("softmax_backward", dy=dy, y=cache.y)
-    y = cache.y
-    dx = dy - sum_of_products(dy, y, (cache.axis,))
+    if cache.axis == dy.ndim - 1:                                # line by line, in cache
+        return map_last_axis(lambda d, y: _softmax_grad(d, y, d.ndim - 1), dy, cache.y)
+    return _softmax_grad(dy, cache.y, cache.axis)
+
+
+def _softmax_grad(dy: Any, y: Any, axis: int) -> Any:
+    """``y * (dy - sum(dy * y))`` along ``axis`` (non-negative)."""
+    dx = dy - sum_of_products(dy, y, (axis,))
     dx *= y
     return dx
 
