@@ -11,7 +11,8 @@ functions only, and a faster path for the libraries that have one:
 * :func:`scatter_add` -- sum values into bins given by integer indices (``np.add.at``).
 
 The fast paths (the last section) compute standard things faster on NumPy, each beside its
-portable spelling: :func:`multiply`, :func:`add_into`, :func:`keep_where`, :func:`sum_over`,
+portable spelling: :func:`multiply`, :func:`add_into`, :func:`multiply_into`,
+:func:`keep_where`, :func:`sum_over`,
 :func:`sum_of_products`, :func:`first_max`, :func:`add_at`, :func:`map_last_axis`.  On large
 NumPy arrays they split
 the work over the batch axis between threads (:func:`set_threads`; NumPy releases the GIL
@@ -43,6 +44,7 @@ __all__ = [
     "set_threads",
     "multiply",
     "add_into",
+    "multiply_into",
     "map_last_axis",
     "keep_where",
     "sum_over",
@@ -311,20 +313,36 @@ def multiply(a: Any, b: Any, *, fast: bool = True) -> Any:
     return a * b
 
 
+def _in_place(ufunc: Any, target: Any, b: Any, fast: bool) -> bool:
+    """NumPy: ``target = ufunc(target, b)`` with the batch axis split between the threads;
+    False (nothing done) where that does not apply."""
+    if not (fast and is_numpy(array_namespace(target, b)) and _THREADS > 1 and target.ndim):
+        return False
+    parts = _row_parts(target.shape[0], target.size)
+    if len(parts) == 1:
+        return False
+    n = target.ndim
+    _run_parts(lambda r: ufunc(target[r], _rows(b, r, n, target.shape[0]), out=target[r]), parts)
+    return True
+
+
 def add_into(target: Any, b: Any, *, fast: bool = True) -> Any:
     """``target += b`` in place (``b`` broadcast against ``target``); returns ``target``.
 
     NumPy's fast path splits ``target``'s batch axis (axis 0) between the threads.
     """
-    xp = array_namespace(target, b)
-    if fast and is_numpy(xp) and _THREADS > 1 and target.ndim:
-        parts = _row_parts(target.shape[0], target.size)
-        if len(parts) > 1:
-            n = target.ndim
-            _run_parts(lambda r: np.add(target[r], _rows(b, r, n, target.shape[0]),
-                                        out=target[r]), parts)
-            return target
-    target += b
+    if not _in_place(np.add, target, b, fast):
+        target += b
+    return target
+
+
+def multiply_into(target: Any, b: Any, *, fast: bool = True) -> Any:
+    """``target *= b`` in place (``b`` broadcast against ``target``); returns ``target``.
+
+    NumPy's fast path splits ``target``'s batch axis (axis 0) between the threads.
+    """
+    if not _in_place(np.multiply, target, b, fast):
+        target *= b
     return target
 
 

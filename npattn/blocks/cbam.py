@@ -58,11 +58,12 @@ def cbam_forward(x: Any, params: dict[str, Any]) -> tuple[Any, CBAMCache]:
 def cbam_backward(dy: Any, cache: CBAMCache) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`cbam_forward`: the gates' backward in reverse order.
 
-    ``dx`` comes back through both gates; each gate sums its own two paths.  See
-    ``docs/blocks/cbam.md``.  ``dy`` is not modified.
+    ``dx`` comes back through both gates; each gate sums its own two paths.  ``dy1``, the
+    gradient between the gates, is this function's own, so channel attention computes ``dx`` in
+    its memory (``overwrite_dy``).  See ``docs/blocks/cbam.md``.  ``dy`` is not modified.
     """
     dy1, d_sa = spatial_attention_backward(dy, cache.sa)
-    dx, d_ca = channel_attention_backward(dy1, cache.ca)
+    dx, d_ca = channel_attention_backward(dy1, cache.ca, overwrite_dy=True)   # dy1 is ours
     return dx, {**prefixed("ca", d_ca), **prefixed("sa", d_sa)}
 
 

@@ -93,18 +93,21 @@ def channel_attention_forward(x: Any, params: dict[str, Any]) -> tuple[Any, Chan
     return y, ChannelAttentionCache(c_avg, c_max, c_mlp, c_gate, c_prod, g)
 
 
-def channel_attention_backward(dy: Any, cache: ChannelAttentionCache) -> tuple[Any, dict[str, Any]]:
+def channel_attention_backward(dy: Any, cache: ChannelAttentionCache, *,
+                               overwrite_dy: bool = False) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`channel_attention_forward`: ``(dx, {"mlp.0.weight": ..., "mlp.2.weight": ...})``.
 
     The sum ``z_avg + z_max`` passes ``dz`` to both halves of the stacked batch; the shared
     weights' gradients, sums over that batch, are the sums of the two passes'; x feeds the
     product and both pools: the product's term is a fresh array, and the pools' terms are added
     into it on the last two steps.  See ``docs/blocks/channel_attention.md``.  ``dy`` is not
-    modified.
+    modified, unless ``overwrite_dy``: a caller that gives ``dy`` up (CBAM, whose ``dy`` is
+    spatial attention's fresh ``dx``) gets ``dx`` computed in its memory, one full-size array
+    fewer.
     """
     xp = namespace("channel_attention_backward", dy=dy)
     n, c = dy.shape[:2]
-    dx, dg = ops.mul_backward(dy, cache.prod)          # through y = x * M_c: dx = dy * M_c
+    dx, dg = ops.mul_backward(dy, cache.prod, overwrite_dy=overwrite_dy)   # dx = dy * M_c
     dz = xp.reshape(ops.sigmoid_backward(dg, cache.gate), (n, c))
     dd, dw1, dw2 = _mlp_backward(xp, xp.concat([dz, dz]), cache.mlp)   # dz_avg = dz_max = dz
     dd_avg, dd_max = xp.reshape(dd[:n, :], (n, c, 1, 1)), xp.reshape(dd[n:, :], (n, c, 1, 1))

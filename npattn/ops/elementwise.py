@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
-from ..backend import multiply, namespace, sum_of_products
+from ..backend import multiply, multiply_into, namespace, sum_of_products
 from ..checks import argument_error, check_float_array, check_same_dtype, check_shape
 from ._registry import register_op
 
@@ -98,8 +98,17 @@ def mul_forward(a: Any, b: Any) -> tuple[Any, MulCache]:
     return y, MulCache(a, b)
 
 
-def mul_backward(dy: Any, cache: MulCache) -> tuple[Any, Any]:
+def mul_backward(dy: Any, cache: MulCache, *, overwrite_dy: bool = False) -> tuple[Any, Any]:
     """``da = unbroadcast(dy * b, A)``, ``db = unbroadcast(dy * a, B)``.
+
+    Parameters
+    ----------
+    dy : array, the shape of ``a * b``
+        Not modified, unless ``overwrite_dy``.
+    overwrite_dy : bool
+        The caller gives ``dy`` up (an intermediate gradient of its own): where ``a`` has the
+        full shape, ``da`` is computed in ``dy``'s memory (``dy *= b``, after ``db``), which
+        saves one full-size array.
 
     Returns
     -------
@@ -108,7 +117,10 @@ def mul_backward(dy: Any, cache: MulCache) -> tuple[Any, Any]:
     a, b = cache
     check_shape("mul_backward", "dy", dy, broadcast_shape("mul_backward", a.shape, b.shape))
     namespace("mul_backward", dy=dy, a=a, b=b)
-    return _factor_grad(dy, b, a.shape), _factor_grad(dy, a, b.shape)
+    db = _factor_grad(dy, a, b.shape)                # first: it reads dy
+    if overwrite_dy and tuple(a.shape) == tuple(dy.shape):
+        return multiply_into(dy, b), db
+    return _factor_grad(dy, b, a.shape), db
 
 
 def _factor_grad(dy: Any, other: Any, shape: tuple[int, ...]) -> Any:

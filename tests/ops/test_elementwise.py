@@ -202,3 +202,20 @@ def test_nan_propagates_along_its_broadcast(backend):
     np.testing.assert_array_equal(np.isnan(backend.to_numpy(y)), expected)
     da, db = mul_backward(backend.asarray(np.ones((4, 2, 3))), cache)
     assert np.all(np.isfinite(backend.to_numpy(da))) and np.all(np.isnan(backend.to_numpy(db)))
+
+
+@pytest.mark.parametrize("b_shape", [(2, 3, 1, 1), (2, 1, 4, 5), (2, 3, 4, 5), (1, 1, 1, 5)])
+def test_mul_backward_overwrite_dy_gives_the_same_gradients_in_dy(backend, b_shape, rng):
+    """``overwrite_dy=True``: ``da`` is computed in ``dy``'s memory, same numbers; without it
+    ``dy`` is left alone."""
+    a, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal(b_shape)
+    dy = rng.standard_normal((2, 3, 4, 5))
+    _, cache = mul_forward(backend.asarray(a), backend.asarray(b))
+    kept = backend.asarray(dy)
+    da, db = mul_backward(kept, cache)
+    np.testing.assert_array_equal(backend.to_numpy(kept), dy)
+    given = backend.asarray(dy)
+    da2, db2 = mul_backward(given, cache, overwrite_dy=True)
+    assert da2 is given
+    np.testing.assert_allclose(backend.to_numpy(da2), backend.to_numpy(da), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(backend.to_numpy(db2), backend.to_numpy(db), rtol=1e-13, atol=1e-13)
