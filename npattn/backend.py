@@ -22,6 +22,7 @@ inside its loops, and one NumPy thread reaches about half of the machine's memor
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, Callable
@@ -219,6 +220,7 @@ def _default_threads() -> int:
 
 _THREADS = _default_threads()
 _POOL: ThreadPoolExecutor | None = None
+_LOCAL = threading.local()   # .inside: this thread runs parts already (no nested splitting)
 
 #: Below this many elements a pass stays on one thread: handing work to a thread costs tens of
 #: microseconds, as much as a pass over a quarter of a million float32 in cache.
@@ -251,9 +253,14 @@ def set_threads(n: int) -> int:
 
 def _run_parts(fn: Callable[[Any], None], parts: list[Any], parallel: bool = True) -> None:
     """``fn(part)`` for every part: the parts split in contiguous runs between the threads (when
-    ``parallel``), the first run on the calling thread.  Exceptions reach the caller."""
+    ``parallel``), the first run on the calling thread.  Exceptions reach the caller.
+
+    A call made from inside a part (``fn`` using another fast path) runs its parts on its own
+    thread: the pool's threads are busy, and waiting on them from one of them would deadlock.
+    """
     global _POOL
-    threads = min(_THREADS, len(parts)) if parallel else 1
+    nested = getattr(_LOCAL, "inside", False)
+    threads = min(_THREADS, len(parts)) if parallel and not nested else 1
     if threads <= 1:
         for part in parts:
             fn(part)
@@ -263,8 +270,12 @@ def _run_parts(fn: Callable[[Any], None], parts: list[Any], parallel: bool = Tru
     runs = [parts[len(parts) * k // threads:len(parts) * (k + 1) // threads] for k in range(threads)]
 
     def run(chunk: list[Any]) -> None:
-        for part in chunk:
-            fn(part)
+        _LOCAL.inside = True
+        try:
+            for part in chunk:
+                fn(part)
+        finally:
+            _LOCAL.inside = False
 
     futures = [_POOL.submit(run, chunk) for chunk in runs[1:]]
     try:

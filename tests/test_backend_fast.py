@@ -272,6 +272,16 @@ def test_set_threads_checks_and_returns_the_previous_number():
         backend.set_threads(previous)
 
 
+def test_a_fast_path_inside_a_part_runs_on_its_own_thread(threaded, rng):
+    """map_last_axis's function calling sum_over (which would split again) does not wait on the
+    pool from inside it."""
+    threaded.CACHE_BLOCK_BYTES = 200                                # blocks of 5 lines of 5
+    x = rng.standard_normal((6, 8, 5))
+    fn = lambda v: v - sum_over(v, (1,))                            # noqa: E731
+    np.testing.assert_allclose(threaded.map_last_axis(fn, x), x - x.sum(axis=-1, keepdims=True),
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_an_error_in_a_thread_reaches_the_caller(threaded):
     def fail(part):
         raise RuntimeError(f"part {part}")
