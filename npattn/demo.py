@@ -45,6 +45,7 @@ IMAGE_SIZE = 32
 MAP_SIZE = 8                 # the spatial map lives on the 8 x 8 feature map
 LABELS_ONLY_EPOCHS = 10
 SUPERVISED_EPOCHS = 10       # the default with --attention-loss > 0
+SUPERVISED_WARMUP = 3        # epochs of labels only before the map's loss starts
 BACKENDS = ("numpy", "array_api_strict", "cupy")
 FIGURE_IMAGES = 6
 
@@ -235,10 +236,13 @@ def evaluate(net: DemoNet, ds: Dataset, to_backend: Callable[[np.ndarray], Any],
 # ------------------------------------------------------------------------------------ training
 
 def train(net: DemoNet, train_set: Dataset, *, epochs: int, seed: int, weight: float,
-          lr: float, batch_size: int, to_backend: Callable[[np.ndarray], Any], name: str,
-          log: Callable[[str], None]) -> list[dict[str, float]]:
-    """Train ``net`` with Adam on ``train_set``; one log line and one history entry per epoch."""
-    objective = Objective(net, weight)
+          warmup: int, lr: float, batch_size: int, to_backend: Callable[[np.ndarray], Any],
+          name: str, log: Callable[[str], None]) -> list[dict[str, float]]:
+    """Train ``net`` with Adam on ``train_set``; one log line and one history entry per epoch.
+
+    The map's loss has weight 0 for the first ``warmup`` epochs (labels only), then ``weight``.
+    """
+    objective = Objective(net, 0.0)
     opt = Adam(objective, lr=lr)
     order = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])   # same for both nets
     masks = box_masks(train_set.boxes, IMAGE_SIZE, MAP_SIZE)
@@ -246,6 +250,7 @@ def train(net: DemoNet, train_set: Dataset, *, epochs: int, seed: int, weight: f
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
+        objective.weight = weight if epoch > warmup else 0.0
         sums = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "correct": 0.0}
         for index in batches(len(train_set), batch_size, order):
             objective.labels = to_backend(train_set.labels[index])
@@ -263,7 +268,9 @@ def train(net: DemoNet, train_set: Dataset, *, epochs: int, seed: int, weight: f
         entry = {k: v / len(train_set) for k, v in sums.items()}
         entry["seconds"] = time.perf_counter() - start
         history.append(entry)
-        parts = f" (ce {entry['ce']:.3f} + {weight:g} x map bce {entry['bce']:.3f})" if weight else ""
+        parts = (f" (ce {entry['ce']:.3f} + {objective.weight:g} x map bce {entry['bce']:.3f})"
+                 if objective.weight else " (warm-up: labels only)" if weight else "")
+        entry["weight"] = objective.weight
         log(f"{name:5s} epoch {epoch:2d}/{epochs}  loss {entry['loss']:.3f}{parts}  "
             f"train acc {100 * entry['correct']:5.1f}%  {entry['seconds']:5.1f} s")
     return history
@@ -358,6 +365,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="train the CBAM net only")
     p.add_argument("--attention-loss", type=_float_at_least(0.0), default=0.0, metavar="WEIGHT",
                    help="weight of the box supervision of the spatial map (default 0: labels only)")
+    p.add_argument("--attention-warmup", type=_int_at_least(0), default=None, metavar="EPOCHS",
+                   help="epochs of labels only before the map's loss starts (default "
+                        f"{SUPERVISED_WARMUP})")
     p.add_argument("--lr", type=_float_at_least(0.0, open_=True), default=2e-3,
                    help="Adam's learning rate (default 2e-3)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=64, help="default 64")
@@ -417,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(problem)
     to_backend, target = backend
     epochs = args.epochs or (SUPERVISED_EPOCHS if args.attention_loss > 0 else LABELS_ONLY_EPOCHS)
+    if args.attention_warmup is None:
+        args.attention_warmup = SUPERVISED_WARMUP
     log = lambda line: print(line, flush=True)  # noqa: E731
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -425,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"npattn demo: {len(train_set)} training and {len(test_set)} test images, {epochs} epochs, "
         f"Adam lr {args.lr:g}, batch {args.batch_size}, backend {args.backend}, seed {args.seed}")
     log("the spatial map is SUPERVISED with the target boxes (attention-loss weight "
-        f"{args.attention_loss:g}): its lift and pointing measure that supervision"
+        f"{args.attention_loss:g} after {args.attention_warmup} epochs of labels only): its lift "
+        "and pointing measure that supervision"
         if supervised else "labels only: nothing tells the spatial map where the target is")
 
     results, histories, seconds = {}, {}, {}
@@ -436,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         histories[name] = train(net, train_set, epochs=epochs, seed=args.seed,
                                 weight=args.attention_loss if name == "cbam" else 0.0,
+                                warmup=args.attention_warmup,
                                 lr=args.lr, batch_size=args.batch_size, to_backend=to_backend,
                                 name=name, log=log)
         results[name] = evaluate(net, test_set, to_backend)
@@ -449,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "pointing": cbam["pointing"],
         "pointing_chance": cbam["pointing_chance"],
         "attention_loss": args.attention_loss,
+        "attention_warmup": args.attention_warmup if supervised else None,
         "epochs": epochs,
         "seed": args.seed,
         "seconds": time.perf_counter() - start,

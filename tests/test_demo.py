@@ -116,12 +116,15 @@ TINY = ["--epochs", "1", "--train-size", "24", "--test-size", "8", "--batch-size
 
 def test_cli_tiny_run_writes_its_outputs(tmp_path, capsys):
     out = tmp_path / "run"
-    assert demo.main(TINY + ["--out", str(out), "--attention-loss", "0.5"]) == 0
+    assert demo.main(TINY + ["--out", str(out), "--attention-loss", "0.5",
+                             "--attention-warmup", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     for key in ("test_accuracy_cbam", "test_accuracy_plain", "lift_median", "pointing",
                 "attention_loss", "epochs", "seed", "seconds"):
         assert key in summary
     assert summary["attention_loss"] == 0.5 and summary["epochs"] == 1
+    assert summary["history"]["cbam"][0]["weight"] == 0.5
+    assert summary["history"]["cbam"][0]["bce"] > 0.0
     assert 0.0 <= summary["test_accuracy_plain"] <= 1.0
     text = capsys.readouterr().out
     assert "SUPERVISED" in text and "epoch  1/1" in text
@@ -156,6 +159,7 @@ def test_cli_array_api_strict_tiny(tmp_path):
     (["--epochs", "0"], "expected an int >= 1, got 0"),
     (["--attention-loss", "-1"], "expected a finite number >= 0"),
     (["--attention-loss", "nan"], "expected a finite number >= 0"),
+    (["--attention-warmup", "-1"], "expected an int >= 0, got -1"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, capsys, args, message):
     assert demo.main(args + ["--out", str(tmp_path)]) == 2
