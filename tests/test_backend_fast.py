@@ -158,10 +158,7 @@ def test_keep_where_broadcasts_every_backend(backend, rng):
 
 # -------------------------------------------------------------------------------- map_last_axis
 
-def test_map_last_axis_fast_and_portable_agree_in_blocks(monkeypatch, rng):
-    import npattn.backend as backend
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", 40)          # two lines of 5 per block
+def test_map_last_axis_fast_and_portable_agree_split_between_threads(threaded, rng):
     x = rng.standard_normal((3, 7, 5))
     fn = lambda v: np.exp(v - v.max(axis=-1, keepdims=True))       # noqa: E731
     out = map_last_axis(fn, x)
@@ -275,7 +272,6 @@ def test_set_threads_checks_and_returns_the_previous_number():
 def test_a_fast_path_inside_a_part_runs_on_its_own_thread(threaded, rng):
     """map_last_axis's function calling sum_over (which would split again) does not wait on the
     pool from inside it."""
-    threaded.CACHE_BLOCK_BYTES = 200                                # blocks of 5 lines of 5
     x = rng.standard_normal((6, 8, 5))
     fn = lambda v: v - sum_over(v, (1,))                            # noqa: E731
     np.testing.assert_allclose(threaded.map_last_axis(fn, x), x - x.sum(axis=-1, keepdims=True),
