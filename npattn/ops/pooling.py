@@ -98,7 +98,7 @@ def _spread(dy: Any, shape: tuple[int, ...], count: int) -> Any:
 
 def _check_add(op: str, dx: Any, dy: Any, shape: tuple[int, ...]) -> Any:
     """Check the gradient ``dx`` that a ``*_backward_add`` adds into and return the namespace;
-    ``dx = None`` (a plain backward) becomes zeros, once ``dy`` is known to be an array."""
+    ``dx = None`` is a plain backward, which adds into zeros of its own (nothing to check)."""
     xp = namespace(op, dy=dy)
     if dx is None:
         return xp
