@@ -180,7 +180,9 @@ def _module_runner(block, shape, dev: Device, dtype: str, rng) -> Runner:
         block.zero_grad()
         return block.backward(dy)
 
-    return Runner(lambda: block.forward(x), forward_backward)
+    # The forward alone keeps no cache in the module: a cache held over from it would still
+    # occupy memory during the next forward+backward (PyTorch's forward runs under no_grad).
+    return Runner(lambda: block._forward(x)[0], forward_backward)
 
 
 def _torch_block_runner(name: str, channels: int, shape):
