@@ -44,8 +44,8 @@ __all__ = ["DemoNet", "Objective", "cbam_backward_with_map", "attention_scores",
 IMAGE_SIZE = 32
 MAP_SIZE = 8                 # the spatial map lives on the 8 x 8 feature map
 LABELS_ONLY_EPOCHS = 10
-SUPERVISED_EPOCHS = 10       # the default with --attention-loss > 0
-SUPERVISED_WARMUP = 3        # epochs of labels only before the map's loss starts
+SUPERVISED_EPOCHS = 30       # the default with --attention-loss > 0 (docs/attention-map.md)
+SUPERVISED_WARMUP = 2        # epochs of labels only before the map's loss starts
 BACKENDS = ("numpy", "array_api_strict", "cupy")
 FIGURE_IMAGES = 6
 
@@ -306,11 +306,17 @@ def write_figure(path: str, ds: Dataset, result: dict[str, Any], title: str) -> 
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_title(f"label {label}, predicted {guess}", fontsize=9)
-        shown = axes[row, 1].imshow(m_s, cmap="magma", alpha=0.6, vmin=0.0, vmax=1.0,
-                                    interpolation="bilinear", extent=(-0.5, IMAGE_SIZE - 0.5,
-                                                                      IMAGE_SIZE - 0.5, -0.5))
-        axes[row, 1].set_title(f"spatial map, argmax {'in' if result['hits'][row] else 'outside'}"
-                               f" the box", fontsize=9)
+        # Colours from 0 to this image's maximum, so a map well below 1 still shows its shape;
+        # the cross marks the argmax cell.
+        shown = axes[row, 1].imshow(m_s, cmap="magma", alpha=0.65, vmin=0.0,
+                                    vmax=max(float(m_s.max()), 1e-6), interpolation="bilinear",
+                                    extent=(-0.5, IMAGE_SIZE - 0.5, IMAGE_SIZE - 0.5, -0.5))
+        i, j = np.unravel_index(int(np.argmax(m_s)), m_s.shape)
+        cell = IMAGE_SIZE / MAP_SIZE
+        axes[row, 1].plot((j + 0.5) * cell - 0.5, (i + 0.5) * cell - 0.5, "x", color="cyan",
+                          markersize=8, markeredgewidth=2)
+        axes[row, 1].set_title(f"spatial map (max {m_s.max():.2f}), argmax "
+                               f"{'in' if result['hits'][row] else 'outside'} the box", fontsize=9)
         fig.colorbar(shown, ax=axes[row, 1], fraction=0.046, pad=0.04)
         axes[row, 2].bar(np.arange(m_c.size), m_c, color="tab:blue")
         axes[row, 2].set_ylim(0.0, 1.0)

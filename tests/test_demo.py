@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -134,6 +135,13 @@ def test_cli_tiny_run_writes_its_outputs(tmp_path, capsys):
         assert "pip install" in text and not (out / "attention.png").exists()
     else:
         assert (out / "attention.png").stat().st_size > 0
+
+
+def test_cli_without_matplotlib_says_how_to_get_the_figure(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # import matplotlib -> ImportError
+    assert demo.main(TINY + ["--out", str(tmp_path), "--no-baseline"]) == 0
+    assert (tmp_path / "summary.json").exists() and not (tmp_path / "attention.png").exists()
+    assert "pip install 'npattn[viz]'" in capsys.readouterr().out
 
 
 def test_cli_same_seed_same_numbers_and_no_baseline(tmp_path):
