@@ -367,7 +367,8 @@ def _parser() -> argparse.ArgumentParser:
                    "batch order (default 0)")
     p.add_argument("--backend", default="numpy", help=f"array library: {', '.join(BACKENDS)} "
                    "(default numpy; array_api_strict is slow, for tiny runs)")
-    p.add_argument("--out", default="demo-out", help="output folder (default ./demo-out)")
+    p.add_argument("--out", default=os.path.join("out", "demo"),
+                   help="output folder (default out/demo, which git ignores)")
     p.add_argument("--no-baseline", action="store_true", help="train the CBAM net only")
     p.add_argument("--attention-loss", type=_float_at_least(0.0), default=0.0, metavar="WEIGHT",
                    help="weight of the box supervision of the spatial map (default 0: labels only)")
