@@ -47,7 +47,14 @@ from npattn.backend import cupy_available, to_numpy  # noqa: E402
 
 BLOCK_SHAPES = [(8, 64, 56, 56), (16, 256, 28, 28), (8, 512, 14, 14), (32, 256, 56, 56)]
 QUADRATIC_SHAPES = [(4, 64, 28, 28), (4, 128, 14, 14)]
+SAMPLING_SHAPES = [(8, 64, 28, 28)]
 CBAM_FAMILY = ["SE", "ECA", "ChannelAttention", "SpatialAttention", "CBAM"]
+#: The blocks of issue 7 beside the CBAM family, at its shapes (Non-local is in "quadratic").
+BEYOND_CBAM = ["GlobalContext", "CoordAttention", "SelectiveKernel", "PyramidSpatialAttention",
+               "SimAM", "BAM", "TripletAttention"]
+#: 3x3 C->C convolutions (conv2d, SelectiveKernel's branches) only up to this N*C*C*H*W, about
+#: a second each; SelectiveKernel is left out above it.
+CONV_BUDGET = 8 * 512 * 512 * 14 * 14
 
 
 # ------------------------------------------------------------------------------------ backends
@@ -114,7 +121,7 @@ class Runner:
 @dataclass
 class Case:
     name: str
-    group: str          # "block", "op", "quadratic"
+    group: str          # "block", "op", "quadratic", "sampling"
     shape: tuple
     dtype: str
     make: Callable[[Device, str, np.random.Generator], Runner]
@@ -122,6 +129,7 @@ class Case:
     floor_bytes_fwd: int
     floor_bytes_fb: int
     flops_fb: int = 0   # matrix-product FLOPs of forward+backward, where they dominate
+    note: str = ""      # why a row has no PyTorch side, or what it departs from
 
 
 def _randn(rng, shape, dtype):
@@ -166,9 +174,11 @@ def _torch_op_runner(fn, args_np, grads):
 
 def _make_block(blocks, name: str, channels: int, rng):
     cls = getattr(blocks, name)
-    if name == "SpatialAttention":
+    if name in ("SpatialAttention", "PyramidSpatialAttention", "TripletAttention"):
         return cls(kernel_size=7, rng=rng)
-    return cls(channels, rng=rng)
+    if name == "SimAM":
+        return cls()
+    return cls(channels, rng=rng)  # batch-norm blocks start (and stay) in training mode
 
 
 def _module_runner(block, shape, dev: Device, dtype: str, rng) -> Runner:
@@ -217,6 +227,8 @@ def block_cases(names, shapes, dtypes) -> list[Case]:
         for shape in shapes:
             for name in names:
                 n = _size(shape)
+                if name == "SelectiveKernel" and shape[0] * shape[1] ** 2 * _size(shape[2:]) > CONV_BUDGET:
+                    continue
 
                 def make(dev, dt, rng, name=name, shape=shape):
                     import npattn.blocks as blocks
@@ -287,12 +299,47 @@ def _op_table(shape, rng):
     return table
 
 
-def all_op_cases(shapes, dtypes, only=None) -> list[Case]:
+def _torch_sampling_ops():
+    """grid_sample from PyTorch; deform_conv2d from torchvision, None when it does not import."""
+    import torch.nn.functional as F
+    table = {"grid_sample": (lambda x, g: F.grid_sample(x, g, mode="bilinear", padding_mode="zeros",
+                                                        align_corners=False), (True, True))}
+    try:
+        from torchvision.ops import deform_conv2d
+    except Exception:
+        return table
+    table["deform_conv2d"] = (lambda x, off, w, b, m: deform_conv2d(x, off, w, b, padding=1, mask=m),
+                              (True, True, True, True, True))
+    return table
+
+
+def _sampling_table(shape, rng):
+    """grid_sample on a random affine grid (bilinear, zeros) and a modulated 3x3 C->C
+    deform_conv2d (padding 1, offsets of a pixel or two, mask in (0, 1)), at one shape."""
+    n, c, h, w = shape
+    x = rng.standard_normal(shape)
+    theta = np.eye(2, 3)[None] + 0.1 * rng.standard_normal((n, 2, 3))
+    grid, _ = ops.affine_grid_forward(theta, (n, c, h, w), align_corners=False)
+    kh = kw = 3
+    return [
+        ("grid_sample", "grid_sample", (x, grid),
+         {"mode": "bilinear", "padding_mode": "zeros", "align_corners": False}),
+        ("deform_conv2d", "deform_conv2d",
+         (x, rng.standard_normal((n, 2 * kh * kw, h, w)), rng.standard_normal((c, c, kh, kw)) / (3 * math.sqrt(c)),
+          rng.standard_normal((c,)), rng.uniform(0.05, 0.95, (n, kh * kw, h, w))),
+         {"padding": 1}),
+    ]
+
+
+def all_op_cases(shapes, dtypes, only=None, table_of=_op_table, group="op") -> list[Case]:
+    torch_table = {}
+    if _torch_ok():
+        torch_table = _torch_ops() if group == "op" else _torch_sampling_ops()
     cases = []
     for dtype in dtypes:
         item = np.dtype(dtype).itemsize
         for shape in shapes:
-            table = _op_table(shape, np.random.default_rng(0))
+            table = table_of(shape, np.random.default_rng(0))
             for label, opname, args, kwargs in table:
                 if only and label not in only:
                     continue
@@ -304,17 +351,20 @@ def all_op_cases(shapes, dtypes, only=None) -> list[Case]:
                 in_bytes = sum(a.size for a in args if isinstance(a, np.ndarray)) * item
                 out_bytes = y.size * item
                 flops = 0
-                if opname == "conv2d":
-                    o, ci, kh, kw = args[1].shape
+                if opname in ("conv2d", "deform_conv2d"):
+                    o, ci, kh, kw = args[1 if opname == "conv2d" else 2].shape
                     flops = 3 * 2 * y.size * ci * kh * kw
                 elif opname == "linear":
                     flops = 3 * 2 * y.size * args[1].shape[1]
-                torch_fn, grads = _torch_ops()[label] if _torch_ok() else (None, None)
+                torch_fn, grads = torch_table.get(label, (None, None))
+                note = ""
+                if torch_fn is None and label == "deform_conv2d":
+                    note = "torchvision not installed: no PyTorch side"
                 cases.append(Case(
-                    label, "op", tuple(args[0].shape), dtype,
+                    label, group, tuple(args[0].shape), dtype,
                     _op_runner(fwd, bwd, args, kwargs),
                     _torch_op_runner(torch_fn, args, grads) if torch_fn else None,
-                    in_bytes + out_bytes, 2 * (in_bytes + out_bytes), flops))
+                    in_bytes + out_bytes, 2 * (in_bytes + out_bytes), flops, note))
     return cases
 
 
@@ -519,7 +569,7 @@ def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
                   fb["median_ms"] / tfb["median_ms"] if tfb else None,
                   floor_ms, fb["median_ms"] / floor_ms,
                   case.floor_bytes_fb / (fb["median_ms"] / 1e3) / 1e9, gflops, mm_floor,
-                  peak, peak_tm, tpeak)
+                  peak, peak_tm, tpeak, [case.note] if case.note else [])
 
 
 def _fmt(v, spec=".2f", none="-"):
@@ -551,6 +601,9 @@ def markdown(results: list[Result], meta: dict) -> str:
             f"{_fmt(r.torch_fb and r.torch_fb['median_ms'])} | **{_fmt(r.ratio_fb)}** | "
             f"{r.floor_fb_ms:.2f} | {r.x_floor:.1f} | {r.gbps:.1f} | {gf} | "
             f"{_fmt(r.peak_mib, '.0f')} | {_fmt(r.torch_peak_mib, '.0f')} |")
+    notes = sorted({f"- {r.name}: {note}" for r in results for note in r.notes})
+    if notes:
+        lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -580,8 +633,8 @@ def parse(argv):
     p = argparse.ArgumentParser(prog="python -m npattn bench", description=__doc__.split("\n")[0])
     p.add_argument("--backend", default="numpy", choices=["numpy", "array_api_strict", "cupy"])
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
-    p.add_argument("--groups", nargs="+", default=["block", "quadratic", "op"],
-                   choices=["block", "quadratic", "op"])
+    p.add_argument("--groups", nargs="+", default=["block", "quadratic", "op", "sampling"],
+                   choices=["block", "quadratic", "op", "sampling"])
     p.add_argument("--only", nargs="+", help="row names (e.g. CBAM conv2d)")
     p.add_argument("--shapes", nargs="+", help="shapes like 8x64x56x56 (default: the suite's)")
     p.add_argument("--repeats", type=int, default=7)
@@ -610,21 +663,25 @@ def main(argv=None) -> int:
             print(f"bench: PyTorch left out: {exc}", flush=True)
     shapes = BLOCK_SHAPES
     qshapes = QUADRATIC_SHAPES
+    sshapes = SAMPLING_SHAPES
     if args.shapes:
-        shapes = qshapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
+        shapes = qshapes = sshapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
     if args.quick:
-        shapes, qshapes = shapes[:1], qshapes[:1]
+        shapes, qshapes, sshapes = shapes[:1], qshapes[:1], sshapes[:1]
         args.repeats, args.warmup = min(args.repeats, 3), 1
     import npattn.blocks as blocks
     cases: list[Case] = []
     if "block" in args.groups:
-        names = [n for n in CBAM_FAMILY if hasattr(blocks, n) and (not args.only or n in args.only)]
+        names = [n for n in CBAM_FAMILY + BEYOND_CBAM
+                 if hasattr(blocks, n) and (not args.only or n in args.only)]
         cases += block_cases(names, shapes, args.dtype)
     if "quadratic" in args.groups:
         names = [n for n in ["NonLocal"] if hasattr(blocks, n) and (not args.only or n in args.only)]
         cases += block_cases(names, qshapes, args.dtype)
     if "op" in args.groups:
         cases += all_op_cases(shapes, args.dtype, args.only)
+    if "sampling" in args.groups:
+        cases += all_op_cases(sshapes, args.dtype, args.only, _sampling_table, "sampling")
     ceilings = measure_ceilings(dev, args.quick)
     print(f"ceilings: {json.dumps({k: round(v, 1) for k, v in ceilings.items()})}", flush=True)
     results = []
@@ -634,7 +691,8 @@ def main(argv=None) -> int:
         print(f"{r.name:>20} {'x'.join(map(str, r.shape)):>14} {r.dtype}  fwd+bwd "
               f"{r.fb['median_ms']:8.2f} ms  torch {_fmt(r.torch_fb and r.torch_fb['median_ms'], '8.2f')}"
               f"  ratio {_fmt(r.ratio_fb)}  x floor {r.x_floor:5.1f}  peak {_fmt(r.peak_mib, '.0f')}"
-              f"/{_fmt(r.torch_peak_mib, '.0f')} MiB", flush=True)
+              f"/{_fmt(r.torch_peak_mib, '.0f')} MiB" + "".join(f"  ({n})" for n in r.notes),
+              flush=True)
     import os
     meta = {"machine": machine_name(args.backend), "date": _dt.date.today().isoformat(),
             "backend": args.backend, "numpy": np.__version__,
