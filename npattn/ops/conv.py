@@ -6,24 +6,29 @@ As in PyTorch, "convolution" is a cross-correlation (the kernel is not flipped):
           x_{pad}[n, g C_g + c, p s_h + i d_h, q s_w + j d_w]
 
 with ``g = o // (O / groups)`` the group of output channel ``o`` and ``C_g = C / groups``.
-The forward gathers the windows with :func:`~npattn.ops._geometry.im2col` and does one batched
-matrix product per group, block by block over the batch so the windows fit one reused workspace.
-The backward: ``dweight`` from ``dy`` and the windows gathered again; ``dx`` through
-:func:`~npattn.ops._geometry.col2im`, the adjoint of the gather, or at stride 1 as a convolution
-of ``dy`` with the flipped kernel.  ``conv1d`` is ``conv2d`` with a unit height.  Derivations:
-``docs/ops/conv.md``.
+The forward works through the output in tiles (a few samples, or a band of rows of one) whose
+windows fit in a core's cache: it gathers a tile's windows with
+:func:`~npattn.ops._geometry.im2col` into a workspace kept between calls and multiplies them by
+the kernel, one matrix product per sample and group.  The backward: ``dweight`` from ``dy`` and
+the windows gathered again tile by tile; ``dx`` through :func:`~npattn.ops._geometry.col2im`,
+the adjoint of the gather, or at stride 1 as a convolution of ``dy`` with the flipped kernel.
+``conv1d`` is ``conv2d`` with a unit height.  Derivations: ``docs/ops/conv.md``; what each
+speed measure bought: ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
+import numpy as np
 from array_api_compat import device
 
-from ..backend import namespace
+from ..backend import is_numpy, namespace, sum_over
 from ..checks import (argument_error, check_float_array, check_int, check_same_dtype, check_shape,
                       int_pair)
-from ._geometry import batch_blocks, check_window_fits, col2im, crop2d, im2col, pad2d
+from ._geometry import (check_window_fits, col2im, crop2d, im2col, input_rows, pad2d, scratch,
+                        window_tiles)
 from ._registry import register_op
 
 __all__ = [
@@ -109,63 +114,139 @@ def _int_one(op: str, arg: str, value: Any, minimum: int) -> int:
 
 # ------------------------------------------------------------------------------ the shared core
 
+def _tiles(xp: Any, xpad: Any, kernel: tuple[int, int],
+           out_hw: tuple[int, int]) -> list[tuple[slice, slice]]:
+    """The output's tiles ``(samples, rows)`` for a padded input: windows of about
+    ``TILE_BYTES`` each (:func:`~npattn.ops._geometry.window_tiles`)."""
+    n, c = xpad.shape[:2]
+    return window_tiles(n, out_hw, c * kernel[0] * kernel[1], xp.finfo(xpad.dtype).bits // 8)
+
+
+def _extent(tile: tuple[slice, slice]) -> tuple[int, int]:
+    """``(n, r)``: the samples and the output rows of a tile."""
+    samples, rows = tile
+    return samples.stop - samples.start, rows.stop - rows.start
+
+
 def _windows(xp: Any, xpad: Any, kernel: tuple[int, int], groups: int, stride: tuple[int, int],
              dilation: tuple[int, int], out_hw: tuple[int, int]):
-    """Yield ``(block, cols)``: the batch in blocks and their grouped im2col windows.
+    """Yield ``(samples, rows, cols)``: the output in tiles and the windows of each, as matrices.
 
-    ``cols`` has shape (n_block, G, C/G*kh*kw, H_out*W_out), row ``(c, i, j)`` of group ``g``
-    holding ``xpad[n, g*C/G + c, p*s_h + i*d_h, q*s_w + j*d_w]`` in column ``p*W_out + q``.
-    Blocks of equal size share one workspace, so a block's ``cols`` is only valid until the
-    next one is drawn.
+    ``cols`` has shape (n, G, C/G*kh*kw, r*W_out) for a tile of ``n`` samples and ``r`` output
+    rows: for sample ``s`` of the tile, row ``(c, i, j)`` of group ``g`` holds
+    ``xpad[s, g*C/G + c, p*s_h + i*d_h, q*s_w + j*d_w]`` in column ``(p, q)``, ``p`` counted
+    from the tile's first row.  The tiles share one workspace
+    (:func:`~npattn.ops._geometry.scratch`), so a tile's ``cols`` is only valid until the next
+    one is drawn.
     """
-    n, c = xpad.shape[:2]
-    kh, kw = kernel
-    k, length = c // groups * kh * kw, out_hw[0] * out_hw[1]
-    workspace = None
-    for block in batch_blocks(n, c * kh * kw * length):
-        xb = xpad[block, ...]
-        size = xb.shape[0]
-        reuse = workspace if workspace is not None and workspace.shape[0] == size else None
-        workspace = im2col(xb, kernel, stride, dilation, out_hw, out=reuse)
-        yield block, xp.reshape(workspace, (size, groups, k, length))
+    c, kh, kw = xpad.shape[1], *kernel
+    tiles = _tiles(xp, xpad, kernel, out_hw)
+    per_row = c * kh * kw * out_hw[1]
+    largest = math.prod(_extent(tiles[0])) * per_row if tiles else 0   # the first tile
+    workspace = scratch(xp, "conv windows", largest, xpad.dtype, device(xpad))
+    for samples, rows in tiles:
+        n, r = _extent((samples, rows))
+        slab = xpad[samples, :, input_rows(rows, kh, stride[0], dilation[0]), :]
+        cols = im2col(slab, kernel, stride, dilation, (r, out_hw[1]),
+                      out=xp.reshape(workspace[:n * r * per_row], (n, c, kh, kw, r, out_hw[1])))
+        yield samples, rows, xp.reshape(cols, (n, groups, c // groups * kh * kw, r * out_hw[1]))
+
+
+def _dy_tile(xp: Any, dy: Any, samples: slice, rows: slice, groups: int) -> Any:
+    """The tile ``dy[samples, :, rows, :]`` as the matrices (n, G, O/G, r*W_out) of the
+    products, columns as in :func:`_windows` (NumPy: a view, no copy)."""
+    tile = dy[samples, :, rows, :]
+    n, o, r, w_out = tile.shape
+    return xp.reshape(tile, (n, groups, o // groups, r * w_out))
+
+
+def _side_by_side(b: Any, rows_of_a: int) -> bool:
+    """Whether a product ``a @ b`` with a tile's matrices ``b`` (n, G, Q, M) is done with the
+    samples side by side (one product, ``a`` read once) rather than one by one (a batched
+    product): when a sample has fewer columns ``M`` than ``a`` has rows, the batched product
+    would read ``a``, or write results, larger than the windows themselves (1x1 feature maps,
+    small maps with many channels).  Measured at M = 1 with a 256x256 kernel: 82 ms against
+    0.6 ms for the weight gradient of 64 samples."""
+    return b.shape[0] > 1 and b.shape[-1] < rows_of_a
+
+
+def _samples_side_by_side(xp: Any, b: Any) -> Any:
+    """(n, G, Q, M) -> (G, Q, n*M): a tile's samples side by side, sample by sample."""
+    n, g, q, m = b.shape
+    return xp.reshape(xp.permute_dims(b, (1, 2, 0, 3)), (g, q, n * m))
+
+
+def _tile_product(xp: Any, a: Any, b: Any) -> Any:
+    """``a @ b`` for a (G, P, Q) matrix and a tile's (n, G, Q, M): (n, G, P, M)."""
+    if not _side_by_side(b, a.shape[1]):
+        return xp.matmul(a, b)
+    n, g, _, m = b.shape
+    product = xp.reshape(xp.matmul(a, _samples_side_by_side(xp, b)), (g, a.shape[1], n, m))
+    return xp.permute_dims(product, (2, 0, 1, 3))
 
 
 def _correlate(xp: Any, xpad: Any, weight: Any, groups: int, stride: tuple[int, int],
-               dilation: tuple[int, int], out_hw: tuple[int, int]) -> Any:
-    """``y[n, o] = weight[g] @ cols[n, g]`` block by block: the convolution without bias."""
+               dilation: tuple[int, int], out_hw: tuple[int, int], bias: Any = None) -> Any:
+    """``y[tile] = weight[g] @ cols[tile, g] (+ bias)`` tile by tile: the convolution."""
     o, cg, kh, kw = weight.shape
     w_mat = xp.reshape(weight, (groups, o // groups, cg * kh * kw))
     y = xp.empty((xpad.shape[0], o, *out_hw), dtype=xpad.dtype, device=device(xpad))
-    for block, cols in _windows(xp, xpad, (kh, kw), groups, stride, dilation, out_hw):
-        y_block = xp.matmul(w_mat, cols)                      # (G, O/G, K) @ (n, G, K, L)
-        y[block, ...] = xp.reshape(y_block, (cols.shape[0], o, *out_hw))
+    for samples, rows, cols in _windows(xp, xpad, (kh, kw), groups, stride, dilation, out_hw):
+        if is_numpy(xp) and not _side_by_side(cols, o // groups):
+            _matmul_into(xp, w_mat, cols, y[samples, :, rows, :])
+        else:                                                # (G, O/G, K) @ (n, G, K, r*W_out)
+            tile = y[samples, :, rows, :]
+            y[samples, :, rows, :] = xp.reshape(_tile_product(xp, w_mat, cols), tuple(tile.shape))
+        if bias is not None:
+            y[samples, :, rows, :] += bias
     return y
 
 
+def _matmul_into(xp: Any, a: Any, b: Any, tile: Any) -> None:
+    """NumPy: ``tile[...] = a @ b`` for a (G, O/G, K) kernel, a tile's (n, G, K, r*W_out)
+    windows and the tile ``y[samples, :, rows, :]`` of the output, shape (n, O, r, W_out).
+
+    The tile's rows are contiguous within each channel, so its reshape to the product's
+    (n, G, O/G, r*W_out) is a view (``copy=False`` checks it) that BLAS writes through
+    ``matmul(..., out=)``: no tile-sized temporary and no copy (3-6% of the forward at
+    8x64x56x56).  The portable spelling is :func:`_tile_product` and a slice assignment.
+    """
+    np.matmul(a, b, out=xp.reshape(tile, (*b.shape[:2], a.shape[-2], b.shape[-1]), copy=False))
+
+
 def _dweight(xp: Any, dy: Any, cache: ConvCache) -> Any:
-    """``dweight[g] = sum_n dy[n, g] @ cols[n, g]^T``, the windows gathered again block by block."""
+    """``dweight[g]^T = sum over tiles and samples of cols[s, g] @ dy[s, g]^T``, the windows
+    gathered again tile by tile: per sample and summed, or the samples side by side
+    (:func:`_side_by_side`, here when the per-sample results would outsize the windows)."""
     o, cg, kh, kw = cache.weight.shape
     groups = cache.groups
-    dweight = xp.zeros((groups, o // groups, cg * kh * kw), dtype=dy.dtype, device=device(dy))
-    for block, cols in _windows(xp, cache.xpad, (kh, kw), groups, cache.stride, cache.dilation,
-                                cache.out_hw):
-        dy_mat = xp.reshape(dy[block, ...], (cols.shape[0], groups, o // groups, cols.shape[3]))
-        dweight += xp.sum(xp.matmul(dy_mat, xp.matrix_transpose(cols)), axis=0)
-    return xp.reshape(dweight, cache.weight.shape)
+    dweight_t = xp.zeros((groups, cg * kh * kw, o // groups), dtype=dy.dtype, device=device(dy))
+    for samples, rows, cols in _windows(xp, cache.xpad, (kh, kw), groups, cache.stride,
+                                        cache.dilation, cache.out_hw):
+        dy_mat = _dy_tile(xp, dy, samples, rows, groups)          # (n, G, O/G, M)
+        if _side_by_side(cols, o // groups):
+            dweight_t += xp.matmul(_samples_side_by_side(xp, cols),
+                                   xp.matrix_transpose(_samples_side_by_side(xp, dy_mat)))
+        else:                                                     # (n, G, K, M) @ (n, G, M, O/G)
+            dweight_t += xp.sum(xp.matmul(cols, xp.matrix_transpose(dy_mat)), axis=0)
+    return xp.reshape(xp.matrix_transpose(dweight_t), cache.weight.shape)
 
 
 def _dx_by_col2im(xp: Any, dy: Any, cache: ConvCache) -> Any:
-    """``dx = crop(col2im(weight[g]^T @ dy[n, g]))``: every window added back where it was read."""
+    """``dx = crop(col2im(weight[g]^T @ dy[tile, g]))``: every window added back where it was
+    read, tile by tile."""
     n, c, hp, wp = cache.xpad.shape
     o, cg, kh, kw = cache.weight.shape
-    groups, length = cache.groups, cache.out_hw[0] * cache.out_hw[1]
+    groups, (h_out, w_out) = cache.groups, cache.out_hw
     w_mat_t = xp.matrix_transpose(xp.reshape(cache.weight, (groups, o // groups, cg * kh * kw)))
-    dxpad = xp.empty(cache.xpad.shape, dtype=dy.dtype, device=device(dy))
-    for block in batch_blocks(n, c * kh * kw * length):
-        size = block.stop - block.start
-        dy_mat = xp.reshape(dy[block, ...], (size, groups, o // groups, length))
-        dcols = xp.reshape(xp.matmul(w_mat_t, dy_mat), (size, c, kh, kw, *cache.out_hw))
-        dxpad[block, ...] = col2im(dcols, (hp, wp), cache.stride, cache.dilation)
+    dxpad = xp.zeros(cache.xpad.shape, dtype=dy.dtype, device=device(dy))
+    for samples, rows in _tiles(xp, cache.xpad, (kh, kw), cache.out_hw):
+        dy_mat = _dy_tile(xp, dy, samples, rows, groups)
+        n_tile, r = _extent((samples, rows))                  # (G, K, O/G) @ (n, G, O/G, M):
+        dcols = xp.reshape(_tile_product(xp, w_mat_t, dy_mat), (n_tile, c, kh, kw, r, w_out))
+        read = input_rows(rows, kh, cache.stride[0], cache.dilation[0])
+        dxpad[samples, :, read, :] += col2im(dcols, (read.stop - read.start, wp), cache.stride,
+                                             cache.dilation)
     return crop2d(dxpad, cache.padding)
 
 
@@ -197,13 +278,11 @@ def _dx_by_convolution(xp: Any, dy: Any, cache: ConvCache) -> Any:
 def _conv2d(xp: Any, x: Any, weight: Any, bias: Any, groups: int, stride: tuple[int, int],
             padding: tuple[int, int], dilation: tuple[int, int],
             out_hw: tuple[int, int]) -> tuple[Any, ConvCache]:
-    """conv2d on checked arguments: im2col, one batched matrix product per group, bias."""
+    """conv2d on checked arguments: the input padded (and cached), then :func:`_correlate`."""
     cache = ConvCache(pad2d(x, padding), weight, groups, bias is not None, stride, padding,
                       dilation, out_hw)
-    y = _correlate(xp, cache.xpad, weight, groups, stride, dilation, out_hw)
-    if bias is not None:
-        y += xp.reshape(bias, (1, weight.shape[0], 1, 1))
-    return y, cache
+    b = None if bias is None else xp.reshape(bias, (1, weight.shape[0], 1, 1))
+    return _correlate(xp, cache.xpad, weight, groups, stride, dilation, out_hw, b), cache
 
 
 def _conv2d_grads(xp: Any, dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
@@ -214,7 +293,8 @@ def _conv2d_grads(xp: Any, dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
         dx = _dx_by_convolution(xp, dy, cache)
     else:
         dx = _dx_by_col2im(xp, dy, cache)
-    dbias = xp.sum(dy, axis=(0, 2, 3)) if cache.has_bias else None
+    # sum_over: the sum over (H_out, W_out) at memory speed on NumPy, then the batch
+    dbias = xp.sum(sum_over(dy, (2, 3)), axis=(0, 2, 3)) if cache.has_bias else None
     return dx, _dweight(xp, dy, cache), dbias
 
 

@@ -1,5 +1,7 @@
 """conv2d and conv1d: forward against SciPy and explicit loops, backward against finite
-differences and the dot-product test, the batch blocks, bad input, no mutation, dtypes, NaN."""
+differences and the dot-product test, the tiles (bands of rows, several samples, per sample or
+side by side, NumPy's products written into y, the kept workspace), bad input, no mutation,
+dtypes, NaN."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from array_api_compat import device
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy.signal import correlate
@@ -220,21 +223,79 @@ def test_dbias_is_none_without_bias(backend, rng):
     assert db is None and tuple(dx.shape) == (1, 2, 4, 4) and tuple(dw.shape) == (3, 2, 3, 3)
 
 
-# -------------------------------------------------------------------------------- the blocks
+# --------------------------------------------------------------------------------- the tiles
 
-@pytest.mark.parametrize("budget", [1, 2 * 2 * 9 * 6 * 5])
-def test_batch_blocks_give_the_whole_batch_result(backend, rng, monkeypatch, budget):
-    """One sample per block, and blocks of 2, 2, 1 (the last a fresh workspace): same as one block."""
-    x, w, b = rng.standard_normal((5, 2, 6, 5)), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
-    args = (backend.asarray(x), backend.asarray(w), backend.asarray(b))
-    dy = backend.asarray(rng.standard_normal((5, 4, 6, 5)))
-    whole_y, cache = ops.conv2d_forward(*args, padding=1)
-    whole = [backend.to_numpy(g) for g in ops.conv2d_backward(dy, cache)]
-    monkeypatch.setattr(_geometry, "BLOCK_ELEMENTS", budget)
-    y, cache = ops.conv2d_forward(*args, padding=1)
-    np.testing.assert_allclose(backend.to_numpy(y), backend.to_numpy(whole_y), rtol=1e-13, atol=1e-13)
-    for got, want in zip(ops.conv2d_backward(dy, cache), whole):
-        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=1e-12)
+def _forward_backward(backend, x, w, b, dy, **kwargs):
+    y, cache = ops.conv2d_forward(backend.asarray(x), backend.asarray(w), backend.asarray(b), **kwargs)
+    return [backend.to_numpy(a) for a in (y, *ops.conv2d_backward(backend.asarray(dy), cache))]
+
+
+TILINGS = {  # (TILE_BYTES, TILE_COLUMNS) for the 3x3 windows of 4 channels in float64
+    "one row per tile": (1, 1),
+    "bands of 2 rows (and 1)": (2 * 4 * 9 * 5 * 8, 1),
+    "bands of at least 11 positions": (1, 11),
+    "several samples per tile": (2 * 4 * 9 * 30 * 8, 1),
+}
+
+
+@pytest.mark.parametrize("tiling", TILINGS)
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2))],
+                         ids=["stride 1", "strided, dilated"])
+def test_tiles_give_the_whole_batch_result(backend, rng, monkeypatch, tiling, kwargs):
+    """Bands of rows, uneven bands, tiles of several samples and a last smaller tile: the same
+    output and gradients as one tile holding everything."""
+    x, w, b = rng.standard_normal((5, 4, 6, 5)), rng.standard_normal((4, 4, 3, 3)), rng.standard_normal(4)
+    y_shape = ops.conv2d_forward(x, w, b, **kwargs)[0].shape
+    dy = rng.standard_normal(y_shape)
+    monkeypatch.setattr(_geometry, "TILE_BYTES", 2 ** 30)
+    whole = _forward_backward(backend, x, w, b, dy, **kwargs)
+    budget, columns = TILINGS[tiling]
+    monkeypatch.setattr(_geometry, "TILE_BYTES", budget)
+    monkeypatch.setattr(_geometry, "TILE_COLUMNS", columns)
+    assert len(conv._tiles(np, _geometry.pad2d(x, (1, 1)), (3, 3), y_shape[2:])) > 1
+    for got, want in zip(_forward_backward(backend, x, w, b, dy, **kwargs), whole):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("side_by_side", [True, False])
+@pytest.mark.parametrize("o", [2, 6])
+def test_samples_side_by_side_or_one_by_one_agree(backend, rng, monkeypatch, side_by_side, o):
+    """The products of a tile, per sample or with the samples side by side (chosen by shape):
+    the same sums.  O = 6 > C = 2 takes dx through col2im, O = 2 through the convolution."""
+    x, w, b = rng.standard_normal((4, 2, 3, 4)), rng.standard_normal((o, 2, 2, 3)), rng.standard_normal(o)
+    dy = rng.standard_normal((4, o, 4, 4))
+    reference = _forward_backward(backend, x, w, b, dy, padding=1)
+    monkeypatch.setattr(conv, "_side_by_side", lambda cols, rows_of_a: side_by_side and cols.shape[0] > 1)
+    for got, want in zip(_forward_backward(backend, x, w, b, dy, padding=1), reference):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_numpy_writes_products_into_y_as_the_portable_path_does(rng, monkeypatch):
+    """NumPy's ``matmul(..., out=)`` into the rows of ``y`` (bands of rows, whole samples) against
+    the product and slice assignment that array_api_strict runs."""
+    import array_api_strict
+    x, w, b = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((6, 2, 3, 3)), rng.standard_normal(6)
+    for budget in (1, 2 ** 30):
+        monkeypatch.setattr(_geometry, "TILE_BYTES", budget)
+        monkeypatch.setattr(_geometry, "TILE_COLUMNS", 1)
+        fast, _ = ops.conv2d_forward(x, w, b, padding=1, groups=2)
+        portable, _ = ops.conv2d_forward(*(array_api_strict.asarray(a) for a in (x, w, b)),
+                                         padding=1, groups=2)
+        np.testing.assert_allclose(fast, np.asarray(portable), rtol=1e-13, atol=1e-13)
+
+
+def test_kept_workspaces_carry_nothing_over(backend, rng):
+    """The workspace kept between calls (``scratch``) filled with NaN before a call: nothing of
+    it reaches the results (every entry a tile uses is written first)."""
+    x, w, b = rng.standard_normal((3, 4, 6, 5)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
+    dy = rng.standard_normal((3, 5, 6, 5))
+    clean = _forward_backward(backend, x, w, b, dy, padding=1)
+    where = device(backend.asarray(x))
+    for dtype in (backend.xp.float32, backend.xp.float64):
+        buffer = _geometry.scratch(backend.xp, "conv windows", 10 ** 5, dtype, where)
+        buffer[...] = float("nan")
+    for got, want in zip(_forward_backward(backend, x, w, b, dy, padding=1), clean):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------------ mutation and dtype

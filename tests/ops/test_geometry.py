@@ -1,5 +1,6 @@
-"""Window geometry: output size, pad/crop, im2col against explicit loops, col2im as its adjoint,
-the batch blocks, and the window-fit check."""
+"""Window geometry: output size, pad/crop, im2col against explicit loops (NumPy's one-copy gather
+against the portable loop), col2im as its adjoint, the batch blocks, the tiles of a convolution's
+output and the rows they read, the kept workspaces, and the window-fit check."""
 
 from __future__ import annotations
 
@@ -159,6 +160,53 @@ def test_col2im_is_the_adjoint_of_im2col(backend, case):
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
+@given(case=windows())
+def test_numpy_gather_agrees_with_the_portable_loop(case):
+    """NumPy's im2col (one copy through a strided view) against the loop over taps that every
+    other library runs (array_api_strict's arrays take it), on the same numbers."""
+    import array_api_strict
+    shape, kernel, stride, dilation, out_hw, seed = case
+    xpad = np.random.default_rng(seed).standard_normal(shape)
+    fast = geo.im2col(xpad, kernel, stride, dilation, out_hw)
+    portable = geo.im2col(array_api_strict.asarray(xpad), kernel, stride, dilation, out_hw)
+    np.testing.assert_array_equal(fast, np.asarray(portable))
+
+
+def test_numpy_gather_reads_strided_inputs(rng):
+    """The strided view is built from the input's own strides: a transposed, sliced input."""
+    base = rng.standard_normal((3, 2, 9, 8))
+    xpad = np.transpose(base, (1, 0, 3, 2))[:, :, 1:, ::2]            # (2, 3, 7, 5), not contiguous
+    want = im2col_loops(np.ascontiguousarray(xpad), (2, 3), (2, 1), (1, 1), (3, 3))
+    np.testing.assert_array_equal(geo.im2col(xpad, (2, 3), (2, 1), (1, 1), (3, 3)), want)
+
+
+@given_with_backend
+@given(case=windows(), data=st.data())
+def test_im2col_of_a_band_of_rows_is_a_slice_of_the_whole(backend, case, data):
+    """A tile's windows: im2col of the input rows that ``input_rows`` names, for output rows
+    ``rows``, equals those rows of the whole im2col."""
+    shape, kernel, stride, dilation, out_hw, seed = case
+    start = data.draw(st.integers(0, out_hw[0] - 1))
+    rows = slice(start, data.draw(st.integers(start + 1, out_hw[0])))
+    xpad = np.random.default_rng(seed).standard_normal(shape)
+    read = geo.input_rows(rows, kernel[0], stride[0], dilation[0])
+    assert read.stop <= shape[2]
+    band = geo.im2col(backend.asarray(xpad[:, :, read, :]), kernel, stride, dilation,
+                      (rows.stop - rows.start, out_hw[1]))
+    whole = im2col_loops(xpad, kernel, stride, dilation, out_hw)
+    np.testing.assert_array_equal(backend.to_numpy(band), whole[:, :, :, :, rows, :])
+
+
+@given(kernel=st.integers(1, 4), stride=st.integers(1, 3), dilation=st.integers(1, 3),
+       out=st.integers(1, 9), data=st.data())
+def test_input_rows_are_the_rows_the_windows_read(kernel, stride, dilation, out, data):
+    start = data.draw(st.integers(0, out - 1))
+    rows = slice(start, data.draw(st.integers(start + 1, out)))
+    read = {p * stride + i * dilation for p in range(rows.start, rows.stop) for i in range(kernel)}
+    got = geo.input_rows(rows, kernel, stride, dilation)
+    assert (got.start, got.stop) == (min(read), max(read) + 1)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_im2col_col2im_keep_dtype_and_inputs(backend, rng, dtype):
     x = backend.asarray(rng.standard_normal((1, 2, 5, 5)), dtype=dtype)
@@ -186,3 +234,76 @@ def test_batch_blocks_default_budget_is_read_at_call_time(monkeypatch):
     assert geo.batch_blocks(5, 10) == [slice(0, 5)]
     monkeypatch.setattr(geo, "BLOCK_ELEMENTS", 20)
     assert geo.batch_blocks(5, 10) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+
+
+# ------------------------------------------------------------------------- convolution tiles
+
+@given(n=st.integers(0, 6), h=st.integers(1, 12), w=st.integers(1, 12),
+       per_position=st.integers(1, 40), itemsize=st.sampled_from([4, 8]),
+       budget=st.integers(1, 4000), min_columns=st.integers(1, 60))
+def test_window_tiles_cover_the_output_once_in_order(n, h, w, per_position, itemsize, budget,
+                                                     min_columns):
+    tiles = geo.window_tiles(n, (h, w), per_position, itemsize, budget, min_columns)
+    covered = [(s, r) for samples, rows in tiles
+               for s in range(samples.start, samples.stop) for r in range(rows.start, rows.stop)]
+    assert covered == [(s, r) for s in range(n) for r in range(h)]
+    extents = [(t[0].stop - t[0].start, t[1].stop - t[1].start) for t in tiles]
+    assert all(e[0] * e[1] <= extents[0][0] * extents[0][1] for e in extents)  # first the largest
+    row_bytes = per_position * w * itemsize
+    tallest = max(budget // row_bytes, -(-min_columns // w), 1)
+    bands = [r for n_tile, r in extents if r < h]
+    if bands:                                   # bands of one sample, at most ``tallest`` rows
+        assert all(n_tile == 1 for n_tile, r in extents)
+        assert max(bands) <= tallest and max(bands) - min(bands) <= 1
+    else:                                       # whole samples, as many as the budget holds
+        assert all(n_tile == 1 or n_tile * h * row_bytes <= budget for n_tile, _ in extents)
+
+
+def test_window_tiles_known_cases():
+    # whole samples: 3 per tile
+    assert geo.window_tiles(7, (2, 3), 10, 4, budget=3 * 240, min_columns=1) == [
+        (slice(0, 3), slice(0, 2)), (slice(3, 6), slice(0, 2)), (slice(6, 7), slice(0, 2))]
+    # bands of one sample, of heights 4, 3, 3 (not 4, 4, 2)
+    assert geo.window_tiles(1, (10, 5), 8, 4, budget=4 * 160, min_columns=1) == [
+        (slice(0, 1), slice(0, 4)), (slice(0, 1), slice(4, 7)), (slice(0, 1), slice(7, 10))]
+    # a band holds at least min_columns positions: 12 // 5 -> 3 rows, whatever the budget
+    assert geo.window_tiles(1, (6, 5), 8, 4, budget=1, min_columns=12) == [
+        (slice(0, 1), slice(0, 3)), (slice(0, 1), slice(3, 6))]
+
+
+def test_window_tiles_defaults_are_read_at_call_time(monkeypatch):
+    monkeypatch.setattr(geo, "TILE_BYTES", 160)
+    monkeypatch.setattr(geo, "TILE_COLUMNS", 1)
+    assert len(geo.window_tiles(1, (10, 5), 8, 4)) == 10
+    monkeypatch.setattr(geo, "TILE_COLUMNS", 10)
+    assert len(geo.window_tiles(1, (10, 5), 8, 4)) == 5
+
+
+def test_scratch_is_kept_per_name_dtype_and_thread(backend):
+    import threading
+    xp = backend.xp
+    a = geo.scratch(xp, "test a", 10, xp.float32, None)
+    a[...] = 7.0
+    again = geo.scratch(xp, "test a", 6, xp.float32, None)
+    assert tuple(again.shape) == (6,) and np.all(backend.to_numpy(again) == 7.0)   # the same memory
+    other = geo.scratch(xp, "test b", 10, xp.float32, None)
+    other[...] = 1.0
+    assert np.all(backend.to_numpy(geo.scratch(xp, "test a", 10, xp.float32, None)) == 7.0)
+    assert geo.scratch(xp, "test a", 10, xp.float64, None).dtype == xp.float64
+    grown = geo.scratch(xp, "test a", 20, xp.float32, None)
+    assert tuple(grown.shape) == (20,)
+    grown[...] = 5.0
+    thread = threading.Thread(target=lambda: geo.scratch(xp, "test a", 20, xp.float32, None)
+                              .__setitem__(Ellipsis, -1.0))              # its own buffer
+    thread.start()
+    thread.join()
+    assert np.all(backend.to_numpy(geo.scratch(xp, "test a", 20, xp.float32, None)) == 5.0)
+
+
+def test_scratch_does_not_keep_large_buffers(monkeypatch):
+    import array_api_compat.numpy as xp
+    monkeypatch.setattr(geo, "SCRATCH_KEEP_BYTES", 64)
+    kept, large = (geo.scratch(xp, "test small", 16, xp.float32, "cpu"),
+                   geo.scratch(xp, "test large", 17, xp.float32, "cpu"))
+    assert np.shares_memory(kept, geo.scratch(xp, "test small", 16, xp.float32, "cpu"))
+    assert not np.shares_memory(large, geo.scratch(xp, "test large", 17, xp.float32, "cpu"))
