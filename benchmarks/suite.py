@@ -236,6 +236,8 @@ def block_cases(names, shapes, dtypes) -> list[Case]:
                     block.to(dt)
                     if dev.name == "cupy":
                         block.to("gpu")
+                    elif dev.name == "array_api_strict":
+                        block.to(dev.xp)
                     return _module_runner(block, shape, dev, dt, rng)
 
                 flops = 0
