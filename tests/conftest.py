@@ -18,10 +18,13 @@ from hypothesis import HealthCheck, settings
 
 from npattn.backend import cupy_available, to_numpy
 
+# The backend fixture is function-scoped but stateless, so sharing it across the examples of one
+# Hypothesis test is safe: that health check is off in both profiles.
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+                          suppress_health_check=_SUPPRESSED)
 settings.register_profile("dev", max_examples=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+                          suppress_health_check=_SUPPRESSED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
@@ -42,6 +45,13 @@ class Backend:
 
     def dtype(self, name: str) -> Any:
         return getattr(self.xp, name)
+
+    def other_asarray(self, a: Any) -> Any:
+        """``a`` as an array of another CPU library than this backend's (for mixed-input tests)."""
+        if self.name == "numpy":
+            import array_api_strict
+            return array_api_strict.asarray(np.asarray(a))
+        return np.asarray(a)
 
 
 def _make_backend(name: str) -> Backend:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from npattn.backend import scatter_add, scatter_add_portable
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 
 
 def ref_scatter_add(index, values, size):
@@ -30,7 +27,6 @@ def draw(seed, n, size, crowded):
     return rng.choice(bins, size=n).astype(np.int64), rng.standard_normal(n)
 
 
-@given_with_backend
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40), size=st.integers(1, 12),
        crowded=st.booleans())
 def test_scatter_add_matches_loop_and_portable_version(backend, seed, n, size, crowded):

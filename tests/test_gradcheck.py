@@ -17,16 +17,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 from array_api_compat import array_namespace, device
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import approx_fprime
 
 from npattn.gradcheck import (GradcheckError, GradcheckReport, call_args, check_adjoint,
                               check_module, check_op)
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 
 
 # ---------------------------------------------------------------------------------- toy ops
@@ -120,7 +117,6 @@ def out_of_tol(report, name):
 
 # ------------------------------------------------------------------------------ correctness
 
-@given_with_backend
 @given(h=st.integers(1, 5), w=st.integers(1, 5), k=st.integers(1, 3), pad=st.integers(0, 2),
        seed=st.integers(0, 2**32 - 1))
 def test_correct_conv_passes_both_modes(backend, h, w, k, pad, seed):
@@ -173,7 +169,6 @@ def test_border_bug_located_in_the_last_column(backend, rng):
     assert str(x.worst_index) in str(report)
 
 
-@given_with_backend
 @given(h=st.integers(2, 5), w=st.integers(2, 5), k=st.integers(2, 3), pad=st.integers(0, 2),
        bug=st.sampled_from(sorted(CONV_BUGS)), mode=st.sampled_from(["full", "directional"]),
        seed=st.integers(0, 2**32 - 1))

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import npattn.ops as ops
@@ -17,8 +17,6 @@ from npattn.init import bias_uniform, fan_in, kaiming_uniform
 from npattn.layers import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d,
                            ReLU, Sequential, Sigmoid)
 
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 
 
 def ref_conv2d(x, w, b, stride, padding, dilation, groups):
@@ -54,7 +52,6 @@ def conv_cases(draw):
     return conv, (draw(st.integers(1, 2)), c, *hw), draw(st.integers(0, 2**32 - 1))
 
 
-@given_with_backend
 @given(case=conv_cases())
 def test_conv2d_matches_loops_and_finite_differences(backend, case):
     conv, shape, seed = case

@@ -8,15 +8,12 @@ Every reference takes float64 NumPy arrays and a params dict keyed like the bloc
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from npattn.blocks import CBAM, ECA, SE, ChannelAttention, SpatialAttention
 from npattn.blocks._registry import tie_free
 
-# @given_with_backend: the backend fixture is function-scoped but stateless.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 
 KINDS = ["SE", "ECA", "ChannelAttention", "SpatialAttention", "CBAM"]
 

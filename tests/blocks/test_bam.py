@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend, sigmoid
+from blocks_reference import sigmoid
 from context_blocks_reference import assert_matches_torch, build, randomize
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,7 +29,6 @@ def silenced(module, layer):
     return module
 
 
-@given_with_backend
 @given(seed=st.integers(0, 2**32 - 1), channels=st.integers(1, 3),
        hw=st.tuples(st.integers(1, 3), st.integers(1, 3)))
 def test_output_is_x_times_one_plus_the_map(backend, seed, channels, hw):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import KINDS, REFERENCES, block_cases, build, given_with_backend, host_params
+from blocks_reference import KINDS, REFERENCES, block_cases, build, host_params
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +24,6 @@ def close(a, b, rtol=1e-12, atol=1e-12):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@given_with_backend
 @given(data=st.data())
 def test_forward_and_map_match_reference(backend, kind, data):
     module, x = data.draw(block_cases(kind))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import KINDS, block_cases, given_with_backend, kink_margin
+from blocks_reference import KINDS, block_cases, kink_margin
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -14,7 +14,6 @@ from npattn.gradcheck import check_module
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@given_with_backend
 @given(data=st.data())
 def test_backward_matches_finite_differences(backend, kind, data):
     module, x = data.draw(block_cases(kind))

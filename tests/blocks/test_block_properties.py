@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import build, given_with_backend
+from blocks_reference import build
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +24,6 @@ def zeroed(module):
     return module
 
 
-@given_with_backend
 @given(shape=shapes, k=st.sampled_from([1, 3, 5]), seed=seeds)
 def test_spatial_map_ignores_channel_order(backend, shape, k, seed):
     rng = np.random.default_rng(seed)
@@ -37,7 +36,6 @@ def test_spatial_map_ignores_channel_order(backend, shape, k, seed):
 
 
 @pytest.mark.parametrize("kind", CHANNEL_GATES)
-@given_with_backend
 @given(shape=shapes, seed=seeds)
 def test_channel_map_ignores_spatial_order(backend, kind, shape, seed):
     rng = np.random.default_rng(seed)

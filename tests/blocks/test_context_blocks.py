@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend
 from context_blocks_reference import (KINDS, NORM_KINDS, OPS, build, cases, host, hyper,
                                       randomize, reference)
 from hypothesis import assume, given, settings
@@ -18,7 +17,6 @@ from npattn.gradcheck import check_module
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@given_with_backend
 @given(data=st.data())
 def test_forward_and_map_match_reference(backend, kind, data):
     module, x = data.draw(cases(kind))

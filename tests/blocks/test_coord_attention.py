@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend
 from context_blocks_reference import assert_matches_torch, build, randomize
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,7 +22,6 @@ def made(channels, seed, reduction=1):
     return randomize(build("CoordAttention", channels, rng, reduction=reduction), rng)
 
 
-@given_with_backend
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1), training=st.booleans())
 def test_map_is_a_row_gate_times_a_column_gate(backend, shape, seed, training):
     module = made(shape[1], seed).train(training).to(backend.xp)

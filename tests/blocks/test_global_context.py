@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend
 from context_blocks_reference import assert_matches_torch, build, randomize
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +21,6 @@ def made(channels, seed, reduction=1):
     return randomize(build("GlobalContext", channels, rng, reduction=reduction), rng)
 
 
-@given_with_backend
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1))
 def test_attention_sums_to_one_and_one_context_is_added_everywhere(backend, shape, seed):
     module = made(shape[1], seed).to(backend.xp)

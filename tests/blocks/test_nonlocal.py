@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend, host_params
+from blocks_reference import host_params
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -48,7 +48,6 @@ def nonlocal_cases(draw):
     return module, x
 
 
-@given_with_backend
 @given(case=nonlocal_cases())
 def test_forward_and_map_match_reference(backend, case):
     module, x = case
@@ -63,7 +62,6 @@ def test_forward_and_map_match_reference(backend, case):
         assert np.all(a > 0)
 
 
-@given_with_backend
 @given(case=nonlocal_cases())
 def test_backward_matches_finite_differences(backend, case):
     module, x = case

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend, host_params, sigmoid
+from blocks_reference import host_params, sigmoid
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -107,7 +107,6 @@ def pyramid_cases(draw):
     return module, tie_free(np.random.default_rng(draw(seeds)), shape)
 
 
-@given_with_backend
 @given(case=pyramid_cases())
 def test_forward_and_map_match_reference(backend, case):
     module, x = case
@@ -119,7 +118,6 @@ def test_forward_and_map_match_reference(backend, case):
                                atol=1e-14)
 
 
-@given_with_backend
 @given(case=pyramid_cases())
 def test_backward_matches_finite_differences(backend, case):
     module, x = case
@@ -157,7 +155,6 @@ def test_a_level_pooled_to_one_bin_is_the_descriptors_mean(backend):
                                rtol=1e-13)
 
 
-@given_with_backend
 @given(seed=seeds, shape=st.tuples(st.integers(1, 2), st.integers(1, 4), st.integers(1, 5),
                                    st.integers(1, 5)))
 def test_map_ignores_channel_order(backend, seed, shape):

@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend
 from context_blocks_reference import assert_matches_torch, build, randomize
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,7 +22,6 @@ def made(channels, seed, **kwargs):
     return randomize(build("SelectiveKernel", channels, rng, **kwargs), rng)
 
 
-@given_with_backend
 @given(seed=st.integers(0, 2**32 - 1), kernels=st.sampled_from([(3,), (3, 5), (7, 5, 3)]),
        hw=st.tuples(st.integers(1, 3), st.integers(1, 3)))
 def test_selection_weights_sum_to_one_across_branches(backend, seed, kernels, hw):

@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,7 +41,6 @@ def simam_cases(draw):
     return x, draw(st.sampled_from([1e-4, 1e-2, 1.0]))
 
 
-@given_with_backend
 @given(case=simam_cases())
 def test_forward_and_map_match_loops(backend, case):
     x, lambda_ = case
@@ -55,7 +53,6 @@ def test_forward_and_map_match_loops(backend, case):
     assert np.all((gate >= 1 / (1 + math.exp(-0.5))) & (gate <= 1))
 
 
-@given_with_backend
 @given(case=simam_cases())
 def test_backward_matches_finite_differences(backend, case):
     x, lambda_ = case

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend, host_params
+from blocks_reference import host_params
 from hypothesis import given, settings
 from sampling_blocks_reference import float32_round_trip
 from hypothesis import strategies as st
@@ -20,7 +20,7 @@ from npattn.gradcheck import check_module
 
 # Full-mode finite differences of a whole block on array_api_strict take about a second per
 # example: at most 10 of them (fewer if the profile asks for fewer).
-few_examples = settings(given_with_backend, max_examples=min(10, settings.default.max_examples))
+few_examples = settings(max_examples=min(10, settings.default.max_examples))
 
 
 def ref_spatial_transformer(x, p):
@@ -68,7 +68,6 @@ def cases(draw, n_max=2):
     return perturbed(module, rng), x
 
 
-@given_with_backend
 @given(case=cases())
 def test_forward_matches_reference(backend, case):
     module, x = case

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from blocks_reference import given_with_backend, host_params, sigmoid
+from blocks_reference import host_params, sigmoid
 from context_blocks_reference import assert_matches_torch, randomize
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -23,7 +23,7 @@ from npattn.gradcheck import check_module
 
 seeds = st.integers(0, 2**32 - 1)
 # Finite differences through three branches are the slow tests: at most 10 draws each.
-few_examples = settings(given_with_backend, max_examples=min(10, settings.default.max_examples))
+few_examples = settings(max_examples=min(10, settings.default.max_examples))
 
 #: Branch -> (the axis of x it pools, the two axes of x its map spans, in the map's order).
 AXES = {"cw": (2, (1, 3)), "hc": (3, (2, 1)), "hw": (1, (2, 3))}
@@ -96,7 +96,6 @@ def batch_spread(module, x):
     return min(z.std() for z in convs.values())
 
 
-@given_with_backend
 @given(case=triplet_cases())
 def test_forward_maps_and_running_statistics_match_reference(backend, case):
     module, x = case

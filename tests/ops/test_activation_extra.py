@@ -8,16 +8,13 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import npattn.ops as ops
 from npattn.gradcheck import check_op
 from npattn.ops.activation import _away_from_kinks
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 
 OPS = ["tanh", "hardsigmoid", "hardswish"]
 
@@ -48,7 +45,6 @@ shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)
 seeds = st.integers(0, 2**32 - 1)
 
 
-@given_with_backend
 @given(shape=shapes, seed=seeds)
 def test_forward_matches_scalar_formulas(backend, shape, seed):
     x = 3.0 * np.random.default_rng(seed).standard_normal(shape)
@@ -59,7 +55,6 @@ def test_forward_matches_scalar_formulas(backend, shape, seed):
                                    err_msg=op)
 
 
-@given_with_backend
 @given(shape=shapes, seed=seeds)
 def test_backward_matches_finite_differences(backend, shape, seed):
     rng = np.random.default_rng(seed)

@@ -8,19 +8,16 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npattn.gradcheck import check_adjoint, check_op
 from npattn.ops import _geometry
 from npattn.ops import conv2d_forward, deform_conv2d_backward, deform_conv2d_forward
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 # Full-mode finite differences of all five inputs take about a second per example on
 # array_api_strict: at most 10 of them (fewer if the profile asks for fewer).
-few_examples = settings(given_with_backend, max_examples=min(10, settings.default.max_examples))
+few_examples = settings(max_examples=min(10, settings.default.max_examples))
 
 
 @st.composite
@@ -118,7 +115,6 @@ def ref_deform_conv2d(x, offset, weight, bias, mask, stride, padding, dilation, 
 
 # --------------------------------------------------------------------------------- forward
 
-@given_with_backend
 @given(g=geometries(), seed=st.integers(0, 2**32 - 1))
 def test_forward_matches_loops(backend, g, seed):
     _, *arrays = draw_arrays(g, seed, margin=0.0, spread=3)   # anywhere, exact integers too
@@ -127,7 +123,6 @@ def test_forward_matches_loops(backend, g, seed):
                                rtol=1e-12, atol=1e-12)
 
 
-@given_with_backend
 @given(g=geometries(max_hw=6), seed=st.integers(0, 2**32 - 1))
 def test_zero_offsets_and_unit_mask_equal_conv2d(backend, g, seed):
     _, x, offset, weight, bias, _ = draw_arrays(g, seed)
@@ -164,7 +159,6 @@ def test_gradients_match_finite_differences(backend, g, seed):
              **hyper(g)).raise_if_failed()
 
 
-@given_with_backend
 @given(g=geometries(max_hw=4), seed=st.integers(0, 2**32 - 1))
 def test_linear_inputs_pass_the_dot_product_test(backend, g, seed):
     # Linear in x, weight and mask; affine in bias; not in the offsets.

@@ -8,15 +8,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import npattn.ops as ops
 from npattn.gradcheck import call_args, check_adjoint, check_op
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 seeds = st.integers(0, 2**32 - 1)
 
 
@@ -121,7 +118,6 @@ def out_and_factors(shape, kwargs):
     return out, (None, None) if kwargs["recompute_scale_factor"] else factors
 
 
-@given_with_backend
 @given(case=cases(), seed=seeds)
 def test_forward_matches_per_pixel_loops(backend, case, seed):
     shape, kwargs = case
@@ -132,7 +128,6 @@ def test_forward_matches_per_pixel_loops(backend, case, seed):
     np.testing.assert_allclose(backend.to_numpy(y), expected, rtol=1e-12, atol=1e-14)
 
 
-@given_with_backend
 @given(case=cases(), seed=seeds)
 def test_backward_is_the_adjoint_and_matches_finite_differences(backend, case, seed):
     shape, kwargs = case

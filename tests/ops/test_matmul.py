@@ -7,15 +7,12 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import npattn.ops as ops
 from npattn.gradcheck import check_adjoint, check_op
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 seeds = st.integers(0, 2**32 - 1)
 
 
@@ -46,7 +43,6 @@ def matmul_shapes(draw):
 
 # ------------------------------------------------------------------------------------ matmul
 
-@given_with_backend
 @given(shapes=matmul_shapes(), seed=seeds)
 def test_matmul_forward_matches_loops(backend, shapes, seed):
     rng = np.random.default_rng(seed)
@@ -55,7 +51,6 @@ def test_matmul_forward_matches_loops(backend, shapes, seed):
     np.testing.assert_allclose(backend.to_numpy(y), ref_matmul(a, b), rtol=1e-12, atol=1e-14)
 
 
-@given_with_backend
 @given(shapes=matmul_shapes(), seed=seeds)
 def test_matmul_backward_finite_differences_and_adjoint(backend, shapes, seed):
     rng = np.random.default_rng(seed)
@@ -107,7 +102,6 @@ def reshape_cases(draw):
     return shape, tuple(target)
 
 
-@given_with_backend
 @given(case=reshape_cases(), seed=seeds)
 def test_reshape_reads_row_major_and_goes_back(backend, case, seed):
     shape, target = case
@@ -129,7 +123,6 @@ def test_reshape_reads_row_major_and_goes_back(backend, case, seed):
                   rng=rng).raise_if_failed()
 
 
-@given_with_backend
 @given(shape=st.lists(st.integers(1, 3), min_size=1, max_size=4).map(tuple), data=st.data())
 def test_permute_moves_axes_and_back(backend, shape, data):
     axes = tuple(data.draw(st.permutations(range(len(shape)))))

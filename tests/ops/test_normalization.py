@@ -9,15 +9,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import npattn.ops as ops
 from npattn.gradcheck import check_adjoint, check_op
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 seeds = st.integers(0, 2**32 - 1)
 bn_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
                       st.integers(1, 3)).filter(lambda s: s[0] * s[2] * s[3] >= 2)
@@ -50,7 +47,6 @@ def bn_inputs(rng, shape):
 
 # ------------------------------------------------------------------------------- batch_norm2d
 
-@given_with_backend
 @given(shape=bn_shapes, training=st.booleans(), momentum=st.floats(0.0, 1.0),
        eps=st.sampled_from([1e-5, 1e-3, 0.5]), seed=seeds)
 def test_batch_norm_forward_and_running_stats_match_loops(backend, shape, training, momentum,
@@ -92,7 +88,6 @@ def test_eval_mode_uses_running_stats_not_the_batch(backend):
     np.testing.assert_array_equal(backend.to_numpy(cache.running_var), rv)
 
 
-@given_with_backend
 @given(shape=bn_shapes, affine=st.booleans(), seed=seeds)
 def test_batch_norm_training_gradients_through_batch_statistics(backend, shape, affine, seed):
     rng = np.random.default_rng(seed)
@@ -103,7 +98,6 @@ def test_batch_norm_training_gradients_through_batch_statistics(backend, shape, 
              inputs=("x", "weight", "bias") if affine else "x", rng=rng).raise_if_failed()
 
 
-@given_with_backend
 @given(shape=bn_shapes, seed=seeds)
 def test_batch_norm_eval_gradients_and_adjoint(backend, shape, seed):
     rng = np.random.default_rng(seed)
@@ -180,7 +174,6 @@ def ref_layer_norm(x, k, w, b, eps):
     return y
 
 
-@given_with_backend
 @given(case=ln_cases(), affine=st.booleans(), seed=seeds)
 def test_layer_norm_forward_and_gradients(backend, case, affine, seed):
     shape, normalized = case

@@ -7,15 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import npattn.ops as ops
 from npattn.gradcheck import check_adjoint, check_op
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 
 GLOBAL_OPS = ["global_avg_pool2d", "global_max_pool2d", "channel_mean", "channel_max"]
 WINDOW_OPS = ["max_pool2d", "avg_pool2d"]
@@ -154,7 +151,6 @@ seeds = st.integers(0, 2**32 - 1)
 
 # ---------------------------------------------------------------------------------- forward
 
-@given_with_backend
 @given(shape=small_shapes, seed=seeds)
 def test_global_and_channel_forward_match_loops(backend, shape, seed):
     x = distinct(np.random.default_rng(seed), shape)
@@ -167,7 +163,6 @@ def test_global_and_channel_forward_match_loops(backend, shape, seed):
                                    err_msg=op)
 
 
-@given_with_backend
 @given(case=window_cases())
 def test_windowed_pools_match_loops(backend, case):
     shape, kernel, stride, padding, seed = case
@@ -185,7 +180,6 @@ def test_windowed_pools_match_loops(backend, case):
                                    err_msg=op)
 
 
-@given_with_backend
 @given(shape=small_shapes, out_hw=st.tuples(st.integers(1, 7), st.integers(1, 7)), seed=seeds)
 def test_adaptive_avg_pool2d_matches_loops(backend, shape, out_hw, seed):
     x = np.random.default_rng(seed).standard_normal(shape)
@@ -224,7 +218,6 @@ def test_stride_defaults_to_kernel_size(backend):
 
 # ---------------------------------------------------------- finite differences, adjoint
 
-@given_with_backend
 @given(shape=small_shapes, seed=seeds)
 def test_global_and_channel_gradients_match_finite_differences(backend, shape, seed):
     rng = np.random.default_rng(seed)
@@ -233,7 +226,6 @@ def test_global_and_channel_gradients_match_finite_differences(backend, shape, s
         check_op(*pair(op), x, rng=rng).raise_if_failed()
 
 
-@given_with_backend
 @given(case=window_cases())
 def test_windowed_gradients_match_finite_differences(backend, case):
     shape, kernel, stride, padding, seed = case
@@ -243,7 +235,6 @@ def test_windowed_gradients_match_finite_differences(backend, case):
         check_op(*pair(op), x, kernel, stride, padding, rng=rng).raise_if_failed()
 
 
-@given_with_backend
 @given(shape=small_shapes, out_hw=st.tuples(st.integers(1, 6), st.integers(1, 6)), seed=seeds)
 def test_adaptive_gradient_matches_finite_differences(backend, shape, out_hw, seed):
     rng = np.random.default_rng(seed)
@@ -251,7 +242,6 @@ def test_adaptive_gradient_matches_finite_differences(backend, shape, out_hw, se
     check_op(*pair("adaptive_avg_pool2d"), x, out_hw, rng=rng).raise_if_failed()
 
 
-@given_with_backend
 @given(case=window_cases(), out_hw=st.tuples(st.integers(1, 6), st.integers(1, 6)))
 def test_linear_pools_pass_the_dot_product_test(backend, case, out_hw):
     shape, kernel, stride, padding, seed = case
@@ -377,18 +367,11 @@ def test_dy_of_the_wrong_shape_is_a_value_error(backend, op):
         backward(bad, cache)
 
 
-def other_library(backend):
-    """An array constructor of the other CPU library than ``backend``'s."""
-    if backend.name == "numpy":
-        import array_api_strict
-        return array_api_strict.asarray
-    return np.asarray
-
 
 @pytest.mark.parametrize("op", MAX_OPS)
 def test_dy_from_another_library_is_a_type_error(backend, op):
     y, cache = call_forward(op, backend.asarray(distinct(np.random.default_rng(0), (1, 2, 4, 4))))
-    dy = other_library(backend)(np.ones(tuple(y.shape)))
+    dy = backend.other_asarray(np.ones(tuple(y.shape)))
     with pytest.raises(TypeError, match=rf"^{op}_backward: argument '\w+' expected an array of "
                                         "the same library"):
         pair(op)[1](dy, cache)

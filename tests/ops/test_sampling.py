@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy import ndimage
 
@@ -16,9 +16,6 @@ from npattn.ops import _bilinear
 from npattn.ops import (affine_grid_backward, affine_grid_forward, grid_sample_backward,
                         grid_sample_forward)
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 
 MODES = ["bilinear", "nearest"]
 PADDINGS = ["zeros", "border"]
@@ -118,7 +115,6 @@ def on(backend, *arrays, dtype=None):
 
 # ------------------------------------------------------------------------------ affine_grid
 
-@given_with_backend
 @given(n=st.integers(1, 3), hw=st.tuples(st.integers(1, 6), st.integers(1, 6)),
        align_corners=st.booleans(), seed=seeds)
 def test_affine_grid_matches_loops(backend, n, hw, align_corners, seed):
@@ -130,7 +126,6 @@ def test_affine_grid_matches_loops(backend, n, hw, align_corners, seed):
                                rtol=1e-12, atol=1e-14)
 
 
-@given_with_backend
 @given(n=st.integers(1, 3), hw=st.tuples(st.integers(1, 5), st.integers(1, 5)),
        align_corners=st.booleans(), seed=seeds)
 def test_affine_grid_gradient_and_dot_product(backend, n, hw, align_corners, seed):
@@ -167,7 +162,6 @@ def test_affine_grid_unit_side_is_at_zero(backend):
 
 # ------------------------------------------------------------------------------ grid_sample
 
-@given_with_backend
 @given(shape=shapes, opts=options, seed=seeds)
 def test_grid_sample_matches_loops(backend, shape, opts, seed):
     mode, padding_mode, align_corners = opts
@@ -181,7 +175,6 @@ def test_grid_sample_matches_loops(backend, shape, opts, seed):
                                rtol=1e-12, atol=1e-13)
 
 
-@given_with_backend
 @given(shape=shapes, padding_mode=st.sampled_from(PADDINGS), align_corners=st.booleans(),
        seed=seeds)
 def test_bilinear_matches_scipy_map_coordinates(backend, shape, padding_mode, align_corners, seed):
@@ -201,7 +194,6 @@ def test_bilinear_matches_scipy_map_coordinates(backend, shape, padding_mode, al
     np.testing.assert_allclose(backend.to_numpy(y), want, rtol=1e-10, atol=1e-12)
 
 
-@given_with_backend
 @given(shape=shapes, opts=options, seed=seeds)
 def test_grid_sample_gradients_match_finite_differences(backend, shape, opts, seed):
     mode, padding_mode, align_corners = opts
@@ -211,7 +203,6 @@ def test_grid_sample_gradients_match_finite_differences(backend, shape, opts, se
              align_corners, rng=rng).raise_if_failed()
 
 
-@given_with_backend
 @given(shape=shapes, opts=options, seed=seeds)
 def test_grid_sample_is_linear_in_x(backend, shape, opts, seed):
     mode, padding_mode, align_corners = opts

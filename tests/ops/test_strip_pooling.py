@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import npattn.ops as ops
 from npattn.gradcheck import check_adjoint, check_op
 
-# The backend fixture is stateless, so sharing it across Hypothesis examples is safe.
-given_with_backend = settings(suppress_health_check=[*settings.default.suppress_health_check,
-                                                     HealthCheck.function_scoped_fixture])
 OPS = ["mean_h", "mean_w"]
 shapes = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4))
 seeds = st.integers(0, 2**32 - 1)
@@ -36,7 +33,6 @@ def ref_strip_means(x):
     return {"mean_h": over_h, "mean_w": over_w}
 
 
-@given_with_backend
 @given(shape=shapes, seed=seeds)
 def test_forward_matches_loops(backend, shape, seed):
     x = np.random.default_rng(seed).standard_normal(shape)
@@ -47,7 +43,6 @@ def test_forward_matches_loops(backend, shape, seed):
                                    err_msg=op)
 
 
-@given_with_backend
 @given(shape=shapes, seed=seeds)
 def test_backward_adjoint_and_finite_differences(backend, shape, seed):
     rng = np.random.default_rng(seed)
