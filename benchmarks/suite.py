@@ -455,15 +455,14 @@ def peak_tracemalloc_mib(fn) -> float:
         tracemalloc.stop()
 
 
-def peak_gpu_mib(fn, sync, torch_side: bool, ts: TorchSide | None = None) -> float | None:
-    if torch_side:
-        torch = ts.torch
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        sync()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    return None
+def peak_torch_cuda_mib(fn, ts: TorchSide) -> float:
+    """Peak of PyTorch's CUDA allocator above what it held before one call of ``fn``, MiB."""
+    torch = ts.torch
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    ts.sync()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def peak_cupy_mib(fn, sync) -> float:
@@ -564,7 +563,7 @@ def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
     peak_tm = peak_tracemalloc_mib(runner.forward_backward) if dev.name == "numpy" else None
     tpeak = None
     if trunner is not None:
-        tpeak = (peak_gpu_mib(trunner.forward_backward, ts.sync, True, ts) if gpu
+        tpeak = (peak_torch_cuda_mib(trunner.forward_backward, ts) if gpu
                  else peak_rss_mib(trunner.forward_backward, ts.sync))
     return Result(case.name, case.group, case.shape, case.dtype, fwd, fb, tfwd, tfb,
                   fwd["median_ms"] / tfwd["median_ms"] if tfwd else None,

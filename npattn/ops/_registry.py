@@ -35,6 +35,9 @@ class OpSpec:
         The derivation page under ``docs/``.
     linear : bool
         Whether the op is linear in its first input (the dot-product test applies).
+    tags : tuple of str
+        ``"kink"``: the op has points without a derivative (a max, a ReLU, a pixel line of
+        bilinear sampling), which its example keeps away from; its tie rule is tested apart.
     """
 
     name: str
