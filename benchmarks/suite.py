@@ -28,6 +28,7 @@ import gc
 import json
 import math
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -432,17 +433,31 @@ def _malloc_trim() -> None:
 
 def peak_rss_mib(fn, sync) -> float | None:
     """Peak resident set of one call of ``fn`` above what the process held before, MiB (Linux)."""
+    return peak_rss_and_faults(fn, sync)[0]
+
+
+def peak_rss_and_faults(fn, sync) -> tuple[float | None, int | None]:
+    """Peak resident set of one call of ``fn`` (MiB above what was held before, Linux) and the
+    minor page faults the process took during it.
+
+    The faults tell where a time goes into the kernel: every fresh page of a large temporary
+    that the allocator handed back to the system is faulted in (and zeroed) again on the next
+    call, 4 KiB at a time unless the allocation was marked for huge pages (NumPy marks its large
+    arrays; PyTorch's CPU allocator does not), see benchmarks/NOTES.md, "page faults".
+    """
     try:
         gc.collect()
         _malloc_trim()
         before = _rss_kib("VmRSS:")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         fn()
         sync()
-        return max(0, _rss_kib("VmHWM:") - before) / 1024
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+        return max(0, _rss_kib("VmHWM:") - before) / 1024, faults
     except OSError:
-        return None
+        return None, None
 
 
 def peak_tracemalloc_mib(fn) -> float:
@@ -535,6 +550,8 @@ class Result:
     peak_mib: float | None
     peak_tracemalloc_mib: float | None
     torch_peak_mib: float | None
+    faults: int | None
+    torch_faults: int | None
     notes: list = field(default_factory=list)
 
 
@@ -558,19 +575,24 @@ def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
         gflops = case.flops_fb / (fb["median_ms"] / 1e3) / 1e9
         mm_floor = 1e3 * case.flops_fb / (ceilings[f"matmul_{case.dtype}_GFLOPs"] * 1e9)
     gpu = dev.name == "cupy"
-    peak = (peak_cupy_mib(runner.forward_backward, dev.sync) if gpu
-            else peak_rss_mib(runner.forward_backward, dev.sync))
+    faults = tfaults = None
+    if gpu:
+        peak = peak_cupy_mib(runner.forward_backward, dev.sync)
+    else:
+        peak, faults = peak_rss_and_faults(runner.forward_backward, dev.sync)
     peak_tm = peak_tracemalloc_mib(runner.forward_backward) if dev.name == "numpy" else None
     tpeak = None
     if trunner is not None:
-        tpeak = (peak_torch_cuda_mib(trunner.forward_backward, ts) if gpu
-                 else peak_rss_mib(trunner.forward_backward, ts.sync))
+        if gpu:
+            tpeak = peak_torch_cuda_mib(trunner.forward_backward, ts)
+        else:
+            tpeak, tfaults = peak_rss_and_faults(trunner.forward_backward, ts.sync)
     return Result(case.name, case.group, case.shape, case.dtype, fwd, fb, tfwd, tfb,
                   fwd["median_ms"] / tfwd["median_ms"] if tfwd else None,
                   fb["median_ms"] / tfb["median_ms"] if tfb else None,
                   floor_ms, fb["median_ms"] / floor_ms,
                   case.floor_bytes_fb / (fb["median_ms"] / 1e3) / 1e9, gflops, mm_floor,
-                  peak, peak_tm, tpeak, [case.note] if case.note else [])
+                  peak, peak_tm, tpeak, faults, tfaults, [case.note] if case.note else [])
 
 
 def _fmt(v, spec=".2f", none="-"):
@@ -588,10 +610,14 @@ def markdown(results: list[Result], meta: dict) -> str:
              "ratio = npattn / PyTorch (below 1: npattn faster). floor = least bytes at copy "
              "bandwidth (or matrix-product FLOPs at the matmul rate); x floor = fwd+bwd / floor.",
              "Peak = peak " + ("device memory (CuPy's pool, PyTorch's allocator)" if meta["backend"] == "cupy"
-                               else "resident memory") + " of one forward+backward above what was held before.", "",
+                               else "resident memory") + " of one forward+backward above what was held before.",
+             "Faults = minor page faults of the process during that one forward+backward "
+             f"(transparent huge pages: {meta.get('thp', '-')}; glibc malloc settings: "
+             f"{meta.get('malloc_env') or 'defaults'}).", "",
              "| row | shape | dtype | fwd ms | torch fwd | ratio | fwd+bwd ms (spread) | torch fwd+bwd "
-             "| ratio | bytes floor ms | x floor | GB/s | GFLOP/s (mm floor ms) | peak MiB | torch peak MiB |",
-             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| ratio | bytes floor ms | x floor | GB/s | GFLOP/s (mm floor ms) | peak MiB | torch peak MiB "
+             "| faults | torch faults |",
+             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in results:
         shape = "x".join(map(str, r.shape))
         gf = "-" if r.gflops is None else f"{r.gflops:.0f} ({r.mm_floor_ms:.2f})"
@@ -601,11 +627,21 @@ def markdown(results: list[Result], meta: dict) -> str:
             f"{r.fb['median_ms']:.2f} ({r.fb['iqr_pct']:.0f}%) | "
             f"{_fmt(r.torch_fb and r.torch_fb['median_ms'])} | **{_fmt(r.ratio_fb)}** | "
             f"{r.floor_fb_ms:.2f} | {r.x_floor:.1f} | {r.gbps:.1f} | {gf} | "
-            f"{_fmt(r.peak_mib, '.0f')} | {_fmt(r.torch_peak_mib, '.0f')} |")
+            f"{_fmt(r.peak_mib, '.0f')} | {_fmt(r.torch_peak_mib, '.0f')} | "
+            f"{_fmt(r.faults, 'd')} | {_fmt(r.torch_faults, 'd')} |")
     notes = sorted({f"- {r.name}: {note}" for r in results for note in r.notes})
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _thp_setting() -> str:
+    """The kernel's transparent-huge-page mode, e.g. ``madvise`` (the bracketed word)."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    return text[text.index("[") + 1:text.index("]")] if "[" in text else text.strip()
 
 
 def machine_name(backend: str) -> str:
@@ -701,7 +737,9 @@ def main(argv=None) -> int:
             "threads": f"{os.cpu_count()} cores, PyTorch threads {args.threads}, "
                        f"npattn threads {get_threads()}",
             "repeats": args.repeats, "warmup": args.warmup, "ceilings": ceilings,
-            "argv": list(argv or [])}
+            "argv": list(argv or []), "thp": _thp_setting(),
+            "malloc_env": " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                                   if k.startswith("MALLOC_"))}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{meta['machine']}-{meta['date']}{'-quick' if args.quick else ''}"
