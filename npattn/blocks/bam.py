@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from array_api_compat import device
+
 from .. import ops
-from ..backend import namespace
+from ..backend import batch_channel_blocks, namespace, run_blocks, sum_over
 from ..checks import argument_error, check_float_array, check_int, check_shape
 from ..init import as_generator
 from ._base import hidden_width, take_params
@@ -47,8 +49,7 @@ class BAMCache(NamedTuple):
     fc_final: Any              # gate_c_fc_final, linear h -> C
     stages: tuple[StageCache, ...]   # the spatial branch's three stages
     conv_final: Any            # gate_s_conv_final, 1x1 conv h -> 1
-    gate: Any                  # sigmoid of M_c + M_s
-    prod: Any                  # mul(x, 1 + map)
+    x: Any                     # the input, for dM = dy * x
     buffers: Any               # the running statistics after this call, or None
     map: Any                   # sigmoid(M_c + M_s), (N, C, H, W), in [0, 1]
 
@@ -138,12 +139,79 @@ def bam_forward(x: Any, params: dict[str, Any], dilation: int = 4,
         stages.append(StageCache(c_conv, c_bn, c_relu))
     m_s, c_conv_final = ops.conv2d_forward(t, p[_S + "gate_s_conv_final.weight"],
                                            p[_S + "gate_s_conv_final.bias"])  # (N, 1, H, W)
-    g, c_gate = ops.sigmoid_forward(xp.reshape(m_c, (n, c, 1, 1)) + m_s)     # broadcast sum
-    y, c_prod = ops.mul_forward(x, 1.0 + g)
+    g, y = _gate_forward(xp, x, xp.reshape(m_c, (n, c, 1, 1)), m_s)       # sigmoid, product
     stats = updated_buffers({_C + "gate_c_bn_1": c_bn_c,
                              **{f"{_S}gate_s_bn_{s}": st.bn for s, st in zip(_STAGES, stages)}})
     return y, BAMCache(c_squeeze, c_fc0, c_bn_c, c_relu_c, c_fc_final, tuple(stages),
-                       c_conv_final, c_gate, c_prod, stats, g)
+                       c_conv_final, x, stats, g)
+
+
+def _gate_forward(xp: Any, x: Any, m_c: Any, m_s: Any) -> tuple[Any, Any]:
+    """``M = sigmoid(m_c + m_s)`` (``sigmoid_forward`` of the broadcast sum) and
+    ``y = x * (1 + M)`` (``mul_forward``): the same operations in the same order, computed block
+    by block (:func:`~npattn.backend.batch_channel_blocks`; on NumPy about 256 KiB of ``x`` per
+    block, else one block).  What it buys: the sum, the sigmoid's four steps and ``1 + M`` are
+    block-sized temporaries in cache instead of six fresh full-size arrays (at 32x256x56x56
+    each is 98 MiB mapped and faulted in anew); only ``M`` and ``y`` are full-size."""
+    g, y = xp.empty_like(x), xp.empty_like(x)
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        gb = m_c[s, ch, ...] + m_s[s, ...]                                # z, the broadcast sum
+        gb *= 0.5                                               # sigmoid(z) = (tanh(z/2) + 1)/2
+        gb = xp.tanh(gb)
+        gb += 1.0
+        gb *= 0.5
+        g[s, ch, ...] = gb
+        y[s, ch, ...] = x[s, ch, ...] * (1.0 + gb)
+
+    run_blocks(block, batch_channel_blocks(x), x.size)
+    return g, y
+
+
+def _gate_backward(xp: Any, dy: Any, x: Any, g: Any) -> tuple[Any, Any]:
+    """Through ``y = x * (1 + M)`` and ``M = sigmoid(z)``, ``z = M_c + M_s`` broadcast:
+    ``dz = (dy * x) * M * (1 - M)`` (``mul_backward``'s ``dM``, then ``sigmoid_backward``),
+    returned summed as ``dM_c = sum_hw dz`` (N, C, 1, 1) and ``dM_s = sum_c dz`` (N, 1, H, W)
+    (``unbroadcast``).  Block by block like :func:`_gate_forward`: ``dz`` is never a full-size
+    array (it was three, with ``dy * x`` and ``1 - M``); a sample split into runs of channels
+    sums each run's ``dz`` over its channels into its own row of ``partial``, added at the end."""
+    n, c, h, w = dy.shape
+    blocks = batch_channel_blocks(dy)
+    rows: list[int] = []
+    for _, ch in blocks:                                        # a run's row in its sample
+        rows.append(0 if ch.start == 0 else rows[-1] + 1)
+    dm_c = xp.empty((n, c, 1, 1), dtype=dy.dtype, device=device(dy))
+    partial = xp.zeros((n, max(rows) + 1, h, w), dtype=dy.dtype, device=device(dy))
+
+    def block(i: int) -> None:
+        s, ch = blocks[i]
+        gb = g[s, ch, ...]
+        dz = dy[s, ch, ...] * x[s, ch, ...]                               # dM
+        dz *= gb
+        dz *= 1.0 - gb                                          # dz = dM M (1 - M)
+        dm_c[s, ch, ...] = sum_over(dz, (2, 3))
+        partial[s, rows[i]:rows[i] + 1, ...] = sum_over(dz, (1,))
+
+    run_blocks(block, list(range(len(blocks))), dy.size)
+    dm_s = partial if partial.shape[1] == 1 else xp.sum(partial, axis=1, keepdims=True)
+    return dm_c, dm_s
+
+
+def _add_product_grad(xp: Any, dx: Any, dy: Any, g: Any, dx_channel: Any) -> Any:
+    """``dx += (dy * (1 + M) + dx_channel)`` in place, block by block: the product's gradient
+    (``mul_backward``'s ``dx``) plus the channel branch's (N, C, 1, 1), spread over H x W, added
+    to ``dx``, the spatial branch's gradient (a fresh array of this backward's own).  No
+    full-size temporary (the sum of three full-size arrays made two)."""
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        t = dy[s, ch, ...] * (1.0 + g[s, ch, ...])                        # dx_prod
+        t += dx_channel[s, ch, ...]
+        dx[s, ch, ...] += t
+
+    run_blocks(block, batch_channel_blocks(dx), dx.size)
+    return dx
 
 
 def bam_backward(dy: Any, cache: BAMCache) -> tuple[Any, dict[str, Any]]:
@@ -154,13 +222,11 @@ def bam_backward(dy: Any, cache: BAMCache) -> tuple[Any, dict[str, Any]]:
     line.  See ``docs/blocks/bam.md``.  ``dy`` is not modified.
     """
     xp = namespace("bam_backward", dy=dy)
-    check_shape("bam_backward", "dy", dy, cache.prod.a.shape)
+    check_shape("bam_backward", "dy", dy, cache.x.shape)
     n, c, h, w = dy.shape
     hid = cache.bn_c.xhat.shape[1]
-    dx_prod, dm = ops.mul_backward(dy, cache.prod)                # through y = x * (1 + M)
-    dz = ops.sigmoid_backward(dm, cache.gate)
-    dm_c = xp.reshape(ops.unbroadcast(dz, (n, c, 1, 1)), (n, c))  # z = M_c + M_s, broadcast
-    dm_s = ops.unbroadcast(dz, (n, 1, h, w))
+    dm_c, dm_s = _gate_backward(xp, dy, cache.x, cache.map)       # y = x (1 + M), M = sigmoid(z)
+    dm_c = xp.reshape(dm_c, (n, c))                               # z = M_c + M_s, broadcast
     dt, dw_s, db_s = ops.conv2d_backward(dm_s, cache.conv_final)
     grads = {_S + "gate_s_conv_final.weight": dw_s, _S + "gate_s_conv_final.bias": db_s}
     for stage, st in reversed(list(zip(_STAGES, cache.stages))):  # spatial branch in reverse
@@ -169,13 +235,13 @@ def bam_backward(dy: Any, cache: BAMCache) -> tuple[Any, dict[str, Any]]:
         dt, dw, dbias = ops.conv2d_backward(dt, st.conv)
         grads.update({f"{_S}gate_s_conv_{stage}.weight": dw, f"{_S}gate_s_conv_{stage}.bias": dbias,
                       f"{_S}gate_s_bn_{stage}.weight": dg, f"{_S}gate_s_bn_{stage}.bias": db})
-    dx_spatial = dt
+    dx_spatial = dt                                               # fresh: dx accumulates here
     dt, dw_f, db_f = ops.linear_backward(dm_c, cache.fc_final)   # channel branch in reverse
     dt = ops.relu_backward(xp.reshape(dt, (n, hid, 1, 1)), cache.relu_c)
     dt, dg_c, db_c = ops.batch_norm2d_backward(dt, cache.bn_c)
     ds, dw0, db0 = ops.linear_backward(xp.reshape(dt, (n, hid)), cache.fc0)
-    dx_channel = ops.global_avg_pool2d_backward(xp.reshape(ds, (n, c, 1, 1)), cache.squeeze)
-    dx = dx_prod + dx_channel + dx_spatial                        # the three paths into x
+    dx_channel = xp.reshape(ds, (n, c, 1, 1)) / (h * w)           # the pool's, spread below
+    dx = _add_product_grad(xp, dx_spatial, dy, cache.map, dx_channel)  # the three paths into x
     grads.update({_C + "gate_c_fc_0.weight": dw0, _C + "gate_c_fc_0.bias": db0,
                   _C + "gate_c_bn_1.weight": dg_c, _C + "gate_c_bn_1.bias": db_c,
                   _C + "gate_c_fc_final.weight": dw_f, _C + "gate_c_fc_final.bias": db_f})

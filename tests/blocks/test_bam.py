@@ -127,3 +127,52 @@ def test_matches_pytorch_after_loading_its_state_dict():
     module = made(4, 5, reduction=2, dilation=2)
     x, dy = rng.standard_normal((3, 4, 3, 4)), rng.standard_normal((3, 4, 3, 4))
     assert_matches_torch(module, TorchBAM(4, 2, 2).double(), x, dy)
+
+
+# ------------------------------------------------- the gate block by block (batch_channel_blocks)
+
+@pytest.mark.parametrize("shape, limit", [((3, 5, 2, 3), 10**6), ((3, 5, 2, 3), 60),
+                                          ((2, 7, 4, 4), 200), ((4, 3, 1, 1), 1)])
+def test_batch_channel_blocks_cover_the_grid_once(backend, shape, limit):
+    from npattn.backend import batch_channel_blocks
+    x = backend.asarray(np.zeros(shape))
+    blocks = batch_channel_blocks(x, block_bytes=limit)
+    seen = np.zeros(shape[:2], dtype=int)
+    for samples, channels in blocks:
+        seen[samples, channels] += 1
+    assert np.all(seen == 1)
+    if backend.name != "numpy":
+        assert blocks == [(slice(0, shape[0]), slice(0, shape[1]))]       # the spec: one block
+    else:
+        per_channel = 8 * shape[2] * shape[3]
+        sizes = [(s.stop - s.start) * (c.stop - c.start) * per_channel for s, c in blocks]
+        assert max(sizes) <= max(limit, per_channel)
+        widths = {c.stop - c.start for _, c in blocks}
+        assert max(widths) - min(widths) <= 1                              # balanced runs
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocks_and_threads_change_nothing(monkeypatch, threads):
+    """BAM with one channel per block (and the blocks shared between two threads) against BAM
+    with whole samples per block: the same output, map and gradients (the sums over channels
+    are added run by run, so equal up to rounding)."""
+    from npattn import backend as be
+    module = made(6, 3, reduction=2, dilation=1)
+    rng = np.random.default_rng(7)
+    x, dy = rng.standard_normal((3, 6, 4, 5)), rng.standard_normal((3, 6, 4, 5))
+    y_ref = module.forward(x)
+    dx_ref = module.backward(dy)
+    grads_ref = {k: np.array(v) for k, v in module.grads.items()}
+    monkeypatch.setattr(be, "ELEMENTWISE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(be, "PARALLEL_MIN_ELEMENTS", 0)
+    previous = be.set_threads(threads)
+    try:
+        module.zero_grad()
+        y = module.forward(x)
+        dx = module.backward(dy)
+    finally:
+        be.set_threads(previous)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-13, atol=1e-14)
+    for k, v in module.grads.items():
+        np.testing.assert_allclose(v, grads_ref[k], rtol=1e-12, atol=1e-14, err_msg=k)
