@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
 __all__ = [
@@ -42,10 +43,14 @@ def _describe(x: Any) -> str:
 
 
 def _is_array(x: Any) -> bool:
-    return is_array_api_obj(x)
+    return type(x) is np.ndarray or is_array_api_obj(x)
 
 
 def _is_real_float(x: Any) -> bool:
+    # Note: a plain NumPy array answers from its dtype's kind ("f": float16 to longdouble, the
+    # same set as isdtype's "real floating"), without array-api-compat's namespace lookup.
+    if type(x) is np.ndarray:
+        return x.dtype.kind == "f"
     return array_namespace(x).isdtype(x.dtype, "real floating")
 
 
