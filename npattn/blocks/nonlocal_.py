@@ -5,9 +5,17 @@ Three 1x1 convolutions with bias map x to ``inter_channels`` (theta, phi, g); ev
 attends to every position, with the pairwise weights of the *embedded Gaussian* (a softmax over
 ``theta_i . phi_j``, unscaled) or the *dot product* (``theta_i . phi_j / (H W)``); the attended
 ``g`` passes through an output 1x1 convolution with bias (``out``) and is added to x.
-The positions are flattened once, so each 1x1 convolution is one matrix product broadcast over
-the batch.  Built from :mod:`npattn.ops` (and a bias add); the backward is the forward read in
-reverse.
+
+Two spellings of one block:
+
+* :func:`nonlocal_forward_by_ops` / :func:`nonlocal_backward_by_ops`, the spec: the block built
+  from :mod:`npattn.ops` step by step (reshape, three 1x1 convolutions, permute, matmul,
+  softmax, matmul ...), the backward the forward read in reverse;
+* :func:`nonlocal_forward` / :func:`nonlocal_backward`, the fused pair that ``NonLocal`` runs,
+  tested against the spec: the three embeddings as one product, the softmax's normalisation
+  moved from the (N, P, P) weights to the (N, Ci, P) output, and the softmax's backward folded
+  into the product that makes its ``dy`` (one (N, P, P) pass in the backward instead of four).
+
 Derivation: ``docs/blocks/nonlocal.md``.
 """
 
@@ -15,17 +23,174 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from array_api_compat import device
+
 from .. import ops
-from ..backend import namespace
-from ..checks import argument_error, check_float_array, check_int
+from ..backend import add_into, exp_into, multiply_into, namespace, sum_of_products, sum_over
+from ..checks import argument_error, check_float_array, check_int, check_shape
 from ..init import as_generator, bias_uniform, fan_in, kaiming_uniform
 from ._base import Block, take_params
 
-__all__ = ["nonlocal_forward", "nonlocal_backward", "NonLocal", "NonLocalCache", "MODES"]
+__all__ = ["nonlocal_forward", "nonlocal_backward", "NonLocal", "NonLocalCache", "MODES",
+           "nonlocal_forward_by_ops", "nonlocal_backward_by_ops"]
 
 MODES = ("embedded_gaussian", "dot_product")
 _EMBEDDINGS = ("theta", "phi", "g")
 
+
+def _checked_params(x: Any, params: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The entry checks of both forwards: x (N, C, H, W), the mode, the eight parameters."""
+    check_float_array("nonlocal", "x", x, ndim=4, layout="(N, C, H, W)")
+    if mode not in MODES:
+        raise argument_error("nonlocal", "mode", f"one of {MODES}", repr(mode))
+    c = x.shape[1]
+    shapes = {f"{e}.{k}": s for e in _EMBEDDINGS
+              for k, s in (("weight", ("ci", c, 1, 1)), ("bias", ("ci",)))}
+    return take_params("nonlocal", params, x, {**shapes, "out.weight": (c, "ci", 1, 1),
+                                               "out.bias": (c,)})
+
+
+# --------------------------------------------------------------------------- the fused pair
+
+class NonLocalCache(NamedTuple):
+    """What :func:`nonlocal_backward` needs; ``map`` (a property) is the attention matrix."""
+
+    mode: str
+    x_shape: tuple[int, ...]   # (N, C, H, W)
+    v: Any                     # x as (N, C, P), P = H W
+    w_embed: Any               # (3 Ci, C): the weights of theta, phi and g stacked
+    embed: Any                 # (N, 3 Ci, P): theta, phi and g stacked
+    weights: Any               # e (N, P, P): exp(f - max_j f) (embedded Gaussian), or f
+    rowsum: Any                # s: sum_j e (N, P, 1) (embedded Gaussian), or the int P
+    y: Any                     # (N, Ci, P): the attended g, y_i = sum_j a_ij g_j
+    w_out: Any                 # (C, Ci)
+
+    @property
+    def map(self) -> Any:
+        """``a = e / s`` (N, P, P): row i holds the weights position i gives every position."""
+        return self.weights / self.rowsum
+
+
+def _times_transposed(xp: Any, small: Any, big: Any) -> Any:
+    """``small @ big^T`` (N, Ci, P) for ``small`` (N, Ci, P) and ``big`` (N, P, P).
+
+    The same product either way round; OpenBLAS on the project's machines runs it faster
+    as ``(big @ small^T)^T`` (a transposed view) in float32 and directly in float64 (one
+    thread, P = 784, Ci = 32: 1.49 against 2.06 ms in float32, 3.05 against 4.06 ms in
+    float64; benchmarks/NOTES-nonlocal.md).
+    """
+    if small.dtype == xp.float32:
+        return xp.permute_dims(xp.matmul(big, xp.permute_dims(small, (0, 2, 1))), (0, 2, 1))
+    return xp.matmul(small, xp.permute_dims(big, (0, 2, 1)))
+
+
+def nonlocal_forward(x: Any, params: dict[str, Any],
+                     mode: str = "embedded_gaussian") -> tuple[Any, NonLocalCache]:
+    """The Non-local block.
+
+    .. math:: \\theta, \\phi, g = W_{\\theta,\\phi,g} x + b,\\quad
+              f_{ij} = \\theta_i^\\top \\phi_j,\\quad
+              a = \\mathrm{softmax}_j(f) \\text{ or } f / (HW),\\quad
+              y_i = \\sum_j a_{ij} g_j,\\quad z = x + W_z y + b_z
+
+    Computed as ``e = exp(f - max_j f)``, ``s = sum_j e`` and ``y = (g e^T) / s`` (embedded
+    Gaussian) or ``e = f``, ``s = P`` (dot product): the normalisation divides the (N, Ci, P)
+    product, not the (N, P, P) weights.  The result equals :func:`nonlocal_forward_by_ops`
+    up to rounding.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    params : dict
+        ``"theta.weight"``, ``"phi.weight"``, ``"g.weight"`` (Ci, C, 1, 1) with biases (Ci,);
+        ``"out.weight"`` (C, Ci, 1, 1) and ``"out.bias"`` (C,); the dtype of x.
+    mode : {"embedded_gaussian", "dot_product"}
+        The pairwise function: a softmax over ``j`` of ``theta_i . phi_j`` (no scaling), or
+        ``theta_i . phi_j`` divided by the number of positions ``H W``.
+
+    Returns
+    -------
+    z : array, shape (N, C, H, W)
+    cache : NonLocalCache
+        ``x`` flattened, the stacked embeddings and their weights, ``e``, ``s``, ``y`` and the
+        output weight; ``cache.map`` is the attention matrix ``a`` (N, HW, HW), whose rows sum
+        to one in the embedded Gaussian mode.
+    """
+    xp = namespace("nonlocal", x=x)
+    p = _checked_params(x, params, mode)
+    n, c, h, w = x.shape
+    ci, hw = p["theta.weight"].shape[0], h * w
+    v = xp.reshape(x, (n, c, hw))                                               # (N, C, P)
+    w_embed = xp.concat([xp.reshape(p[f"{e}.weight"], (ci, c)) for e in _EMBEDDINGS], axis=0)
+    u = xp.matmul(w_embed, v)                                       # theta; phi; g (N, 3Ci, P)
+    u += xp.reshape(xp.concat([p[f"{e}.bias"] for e in _EMBEDDINGS]), (-1, 1))
+    t, ph, g = u[:, :ci, :], u[:, ci:2 * ci, :], u[:, 2 * ci:, :]
+    e = xp.matmul(xp.permute_dims(t, (0, 2, 1)), ph)                 # f = theta^T phi (N, P, P)
+    if mode == "embedded_gaussian":
+        e = add_into(e, -xp.max(e, axis=2, keepdims=True))           # f - max_j f, in place
+        e = exp_into(e)                                              # e, in place where allowed
+        s = sum_over(e, (2,))                                        # (N, P, 1)
+        y = _times_transposed(xp, g, e)                              # g e^T (N, Ci, P)
+        y /= xp.reshape(s, (n, 1, hw))                               # y_i = sum_j e_ij g_j / s_i
+    else:
+        s = hw
+        y = _times_transposed(xp, g, e)
+        y /= s
+    w_out = xp.reshape(p["out.weight"], (c, ci))
+    o = xp.matmul(w_out, y)                                                     # (N, C, P)
+    o += xp.reshape(p["out.bias"], (-1, 1))
+    o += v                                                                      # the residual
+    return xp.reshape(o, (n, c, h, w)), NonLocalCache(mode, (n, c, h, w), v, w_embed, u, e, s,
+                                                      y, w_out)
+
+
+def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any]]:
+    """Gradients of :func:`nonlocal_forward`: ``(dx, {"theta.weight": ..., ..., "out.bias": ...})``.
+
+    With ``dy_s = dy / s`` (each position's column divided by its row sum; by ``P`` in the dot
+    product mode): ``dg = dy_s e``, and ``df = e * (dy_s^T g - q)`` with
+    ``q_i = sum_c dy_s[c, i] y[c, i]`` (embedded Gaussian; the softmax's backward, its row sum
+    taken on (N, Ci, P) arrays and its subtraction inside the product, whose left factor gets
+    the row ``-q``), or ``df = dy_s^T g`` (dot product).  x feeds the residual and the three
+    embeddings: ``dx = dz + W^T [dtheta; dphi; dg]``.  See ``docs/blocks/nonlocal.md``.
+    ``dz`` is not modified.
+    """
+    check_shape("nonlocal_backward", "dz", dz, cache.x_shape)
+    xp = namespace("nonlocal_backward", dz=dz, e=cache.weights)
+    n, c, h, w = cache.x_shape
+    hw, ci, e = h * w, cache.y.shape[1], cache.weights
+    do = xp.reshape(dz, (n, c, hw))                                  # z = x + o: both get dz
+    db_out = xp.sum(do, axis=(0, 2))
+    dw_out = xp.sum(xp.matmul(do, xp.permute_dims(cache.y, (0, 2, 1))), axis=0)   # (C, Ci)
+    dy_s = xp.matmul(xp.permute_dims(do, (0, 2, 1)), cache.w_out)   # dy^T (N, P, Ci), by rows
+    t, ph, g = cache.embed[:, :ci, :], cache.embed[:, ci:2 * ci, :], cache.embed[:, 2 * ci:, :]
+    dy_s /= cache.rowsum                                             # dy_s = dy / s, row i by s_i
+    if cache.mode == "embedded_gaussian":
+        q = sum_of_products(dy_s, xp.permute_dims(cache.y, (0, 2, 1)), (2,))   # (N, P, 1)
+        lhs = xp.concat([dy_s, -q], axis=2)                          # (N, P, Ci + 1)
+        rhs = xp.concat([g, xp.ones((n, 1, hw), dtype=g.dtype, device=device(g))], axis=1)
+        df = xp.matmul(lhs, rhs)                                     # da_ij / s_i - q_i
+        df = multiply_into(df, e)                                    # times e_ij, in place
+    else:
+        df = xp.matmul(dy_s, g)                                      # da / P
+    dg = xp.matmul(xp.permute_dims(dy_s, (0, 2, 1)), e)              # dg_j = sum_i dy_s_i e_ij
+    dt = _times_transposed(xp, ph, df)                               # dtheta = phi df^T
+    dph = xp.matmul(t, df)                                           # dphi = theta df
+    du = xp.concat([dt, dph, dg], axis=1)                            # (N, 3Ci, P)
+    dw_embed = xp.sum(xp.matmul(du, xp.permute_dims(cache.v, (0, 2, 1))), axis=0)  # (3Ci, C)
+    db_embed = xp.sum(du, axis=(0, 2))
+    dv = xp.matmul(xp.permute_dims(cache.w_embed, (1, 0)), du)                    # (N, C, P)
+    dv += do                                                         # the residual's term
+    grads = {}
+    for k, name in enumerate(_EMBEDDINGS):
+        grads[f"{name}.weight"] = xp.reshape(dw_embed[k * ci:(k + 1) * ci, :], (ci, c, 1, 1))
+        grads[f"{name}.bias"] = db_embed[k * ci:(k + 1) * ci]
+    grads["out.weight"] = xp.reshape(dw_out, (c, ci, 1, 1))
+    grads["out.bias"] = db_out
+    return xp.reshape(dv, (n, c, h, w)), grads
+
+
+# ------------------------------------------------------------------------ the spec, op by op
 
 class Conv1x1Cache(NamedTuple):
     """A 1x1 convolution on flattened positions: the weight's reshape and the product."""
@@ -48,7 +213,7 @@ def _conv1x1_backward(xp: Any, du: Any, cache: Conv1x1Cache) -> tuple[Any, Any, 
     return dv, ops.reshape_backward(dw, cache.weight), xp.sum(du, axis=(0, 2))
 
 
-class NonLocalCache(NamedTuple):
+class NonLocalOpsCache(NamedTuple):
     """The caches of the Non-local block's ops, in forward order, and the attention map."""
 
     mode: str
@@ -68,41 +233,17 @@ class NonLocalCache(NamedTuple):
     map: Any        # a (N, P, P): row i holds the weights position i gives every position
 
 
-def nonlocal_forward(x: Any, params: dict[str, Any],
-                     mode: str = "embedded_gaussian") -> tuple[Any, NonLocalCache]:
-    """The Non-local block.
+def nonlocal_forward_by_ops(x: Any, params: dict[str, Any],
+                            mode: str = "embedded_gaussian") -> tuple[Any, NonLocalOpsCache]:
+    """The Non-local block op by op: the spec of :func:`nonlocal_forward`.
 
-    .. math:: \\theta, \\phi, g = W_{\\theta,\\phi,g} x + b,\\quad
-              f_{ij} = \\theta_i^\\top \\phi_j,\\quad
-              a = \\mathrm{softmax}_j(f) \\text{ or } f / (HW),\\quad
-              y_i = \\sum_j a_{ij} g_j,\\quad z = x + W_z y + b_z
-
-    Parameters
-    ----------
-    x : array, shape (N, C, H, W), float32 or float64
-    params : dict
-        ``"theta.weight"``, ``"phi.weight"``, ``"g.weight"`` (Ci, C, 1, 1) with biases (Ci,);
-        ``"out.weight"`` (C, Ci, 1, 1) and ``"out.bias"`` (C,); the dtype of x.
-    mode : {"embedded_gaussian", "dot_product"}
-        The pairwise function: a softmax over ``j`` of ``theta_i . phi_j`` (no scaling), or
-        ``theta_i . phi_j`` divided by the number of positions ``H W``.
-
-    Returns
-    -------
-    z : array, shape (N, C, H, W)
-    cache : NonLocalCache
-        The ops' caches; ``cache.map`` is the attention matrix ``a`` (N, HW, HW), whose rows
-        sum to one in the embedded Gaussian mode.
+    Arguments, checks and ``z`` as :func:`nonlocal_forward`; the cache is a
+    :class:`NonLocalOpsCache` of the ops' caches, whose ``map`` field is the attention matrix
+    ``a`` (N, HW, HW).
     """
     xp = namespace("nonlocal", x=x)
-    check_float_array("nonlocal", "x", x, ndim=4, layout="(N, C, H, W)")
-    if mode not in MODES:
-        raise argument_error("nonlocal", "mode", f"one of {MODES}", repr(mode))
+    p = _checked_params(x, params, mode)
     n, c, h, w = x.shape
-    shapes = {f"{e}.{k}": s for e in _EMBEDDINGS
-              for k, s in (("weight", ("ci", c, 1, 1)), ("bias", ("ci",)))}
-    p = take_params("nonlocal", params, x, {**shapes, "out.weight": (c, "ci", 1, 1),
-                                            "out.bias": (c,)})
     hw = h * w
 
     v, c_x_flat = ops.reshape_forward(x, (n, c, hw))                         # (N, C, P)
@@ -121,12 +262,13 @@ def nonlocal_forward(x: Any, params: dict[str, Any],
     o, c_out = _conv1x1_forward(xp, y, p["out.weight"], p["out.bias"])       # (N, C, P)
     o4, c_out_map = ops.reshape_forward(o, (n, c, h, w))
     z = x + o4                                                               # the residual
-    return z, NonLocalCache(mode, hw, c_x_flat, c_theta, c_phi, c_g, c_theta_t, c_pair,
+    return z, NonLocalOpsCache(mode, hw, c_x_flat, c_theta, c_phi, c_g, c_theta_t, c_pair,
                             c_weights, c_g_t, c_attend, c_y, c_out, c_out_map, a)
 
 
-def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any]]:
-    """Gradients of :func:`nonlocal_forward`: ``(dx, {"theta.weight": ..., ..., "out.bias": ...})``.
+def nonlocal_backward_by_ops(dz: Any, cache: NonLocalOpsCache) -> tuple[Any, dict[str, Any]]:
+    """Gradients of :func:`nonlocal_forward_by_ops`, the forward read in reverse op by op: the
+    spec of :func:`nonlocal_backward`.
 
     x feeds the residual and the three embeddings: four terms summed on the last line.
     See ``docs/blocks/nonlocal.md``.  ``dz`` is not modified.

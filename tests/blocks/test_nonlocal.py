@@ -1,6 +1,7 @@
 """NonLocal: forward against an independent einsum reference in both modes, softmax rows summing
 to one, equivariance under a permutation of positions, gradients by finite differences
-(check_module) on Hypothesis-drawn sizes, the pure pair against the module, dtypes, no
+(check_module) on Hypothesis-drawn sizes, the pure pair against the module, the fused pair
+against the op-by-op spec (forward, map and every gradient, float32 and float64), dtypes, no
 mutation, bad input, and PyTorch where installed."""
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from blocks_reference import host_params
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from npattn.backend import exp_into
 from npattn.blocks import NonLocal, nonlocal_backward, nonlocal_forward
+from npattn.blocks.nonlocal_ import nonlocal_backward_by_ops, nonlocal_forward_by_ops
 from npattn.gradcheck import check_module
 
 MODES = ["embedded_gaussian", "dot_product"]
@@ -103,6 +106,65 @@ def test_pure_pair_matches_module(backend, mode):
     for name, g in dparams.items():
         np.testing.assert_allclose(backend.to_numpy(g), backend.to_numpy(module.grads[name]),
                                    rtol=1e-15)
+
+
+@settings(deadline=None)
+@given(channels=st.integers(1, 4), inter=st.integers(1, 3), n=st.integers(1, 2),
+       h=st.integers(1, 4), w=st.integers(1, 4), mode=st.sampled_from(MODES),
+       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))
+def test_fused_pair_matches_the_op_by_op_spec(backend, channels, inter, n, h, w, mode, dtype,
+                                              seed):
+    module = NonLocal(channels, inter, mode, rng=seed, dtype=dtype).to(backend.xp)
+    params = dict(module.params)
+    rng = np.random.default_rng(seed)
+    x_np = (2.0 * rng.standard_normal((n, channels, h, w))).astype(dtype)
+    dz_np = rng.standard_normal(x_np.shape).astype(dtype)
+    x, dz = backend.asarray(x_np), backend.asarray(dz_np)
+    z, cache = nonlocal_forward(x, params, mode)
+    z_spec, cache_spec = nonlocal_forward_by_ops(x, params, mode)
+    dx, grads = nonlocal_backward(dz, cache)
+    dx_spec, grads_spec = nonlocal_backward_by_ops(dz, cache_spec)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    for got, want in [(z, z_spec), (cache.map, cache_spec.map), (dx, dx_spec),
+                      *((grads[k], grads_spec[k]) for k in grads_spec)]:
+        assert got.dtype == want.dtype and tuple(got.shape) == tuple(want.shape)
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), **tol)
+    assert set(grads) == set(grads_spec)
+    np.testing.assert_array_equal(backend.to_numpy(x), x_np)
+    np.testing.assert_array_equal(backend.to_numpy(dz), dz_np)
+
+
+def test_fused_backward_can_run_twice_on_one_cache(backend):
+    module = NonLocal(4, 2, rng=4, dtype="float64").to(backend.xp)
+    rng = np.random.default_rng(6)
+    x = backend.asarray(rng.standard_normal((2, 4, 3, 3)))
+    dz = backend.asarray(rng.standard_normal((2, 4, 3, 3)))
+    _, cache = nonlocal_forward(x, dict(module.params))
+    map_before = backend.to_numpy(cache.map)
+    first, second = nonlocal_backward(dz, cache), nonlocal_backward(dz, cache)
+    np.testing.assert_array_equal(backend.to_numpy(first[0]), backend.to_numpy(second[0]))
+    np.testing.assert_array_equal(backend.to_numpy(cache.map), map_before)
+
+
+def test_exp_into_fast_and_portable_agree():
+    rng = np.random.default_rng(2)
+    for dtype in ["float32", "float64"]:
+        x = rng.standard_normal((3, 5, 7)).astype(dtype)
+        portable = exp_into(x.copy(), fast=False)
+        target = x.copy()
+        fast = exp_into(target)
+        assert fast is target and fast.dtype == x.dtype
+        np.testing.assert_array_equal(fast, portable)
+        np.testing.assert_array_equal(portable, np.exp(x))
+    strided = rng.standard_normal((4, 6))[:, ::2]
+    np.testing.assert_array_equal(exp_into(strided.copy()), np.exp(strided))
+    np.testing.assert_array_equal(exp_into(strided), np.exp(strided))   # not contiguous: fresh
+
+
+def test_exp_into_every_backend(backend):
+    x = np.random.default_rng(3).standard_normal((2, 3))
+    got = exp_into(backend.asarray(x.copy()))                 # NumPy: written over the copy
+    np.testing.assert_allclose(backend.to_numpy(got), np.exp(x), rtol=1e-15)
 
 
 @pytest.mark.parametrize("mode", MODES)
