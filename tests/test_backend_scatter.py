@@ -1,5 +1,7 @@
 """scatter_add: each library's path against an explicit loop and against the portable
-sort-and-cumulative-sum version; repeated, empty and boundary bins; dtypes; no mutation."""
+sort-and-cumulative-sum version; repeated, empty and boundary bins; dtypes; no mutation.  The
+helpers of image-by-image sampling (scatter_add_weighted, weighted_sum, run_parts): fast paths
+against portable ones and loops, rows split between threads."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npattn.backend import scatter_add, scatter_add_portable
+from npattn import backend as npattn_backend
+from npattn.backend import (run_parts, scatter_add, scatter_add_portable, scatter_add_weighted,
+                            weighted_sum)
 
 
 
@@ -66,3 +70,86 @@ def test_inputs_are_not_modified(backend):
         f(index_, values_, 5)
         np.testing.assert_array_equal(backend.to_numpy(index_), index)
         np.testing.assert_array_equal(backend.to_numpy(values_), values)
+
+
+# ------------------------------------------------- the helpers of image-by-image sampling
+
+def ref_scatter_add_weighted(index, weights, rows, size):
+    """``out[r, index[i]] += weights[i] * rows[r][i]``, one position at a time."""
+    out = np.zeros((rows.shape[0], size))
+    for r in range(rows.shape[0]):
+        row = np.broadcast_to(rows[r], index.shape)
+        for i in np.ndindex(index.shape):
+            out[r, index[i]] += weights[i] * row[i]
+    return out
+
+
+@given(seed=st.integers(0, 2**32 - 1), r=st.integers(0, 3), b=st.integers(0, 3),
+       k=st.integers(1, 4), s=st.integers(0, 6), size=st.integers(1, 9), crowded=st.booleans())
+def test_scatter_add_weighted_matches_loop_fast_and_portable(backend, seed, r, b, k, s, size, crowded):
+    rng = np.random.default_rng(seed)
+    high = min(size, 2) if crowded else size
+    index = rng.integers(0, high, size=(b, k, s))
+    weights, rows = rng.standard_normal((b, k, s)), rng.standard_normal((r, b, 1, s))
+    want = ref_scatter_add_weighted(index, weights, rows, size)
+    args = (backend.asarray(index), backend.asarray(weights), backend.asarray(rows), size)
+    for fast in (True, False):
+        got = scatter_add_weighted(*args, fast=fast)
+        assert tuple(got.shape) == (r, size)
+        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scatter_add_weighted_keeps_dtype_and_inputs(backend, dtype, rng):
+    index = rng.integers(0, 5, size=(2, 4, 3))
+    weights, rows = rng.standard_normal((2, 4, 3)), rng.standard_normal((3, 2, 1, 3))
+    args = [backend.asarray(index)] + [backend.asarray(a, dtype=dtype) for a in (weights, rows)]
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for fast in (True, False):
+        got = scatter_add_weighted(*args, 5, fast=fast)
+        assert got.dtype == backend.dtype(dtype)
+        np.testing.assert_allclose(backend.to_numpy(got), ref_scatter_add_weighted(index, weights, rows, 5),
+                                   rtol=tol, atol=tol)
+    for a, want in zip(args, (index, weights, rows)):
+        np.testing.assert_array_equal(backend.to_numpy(a), want.astype(backend.to_numpy(a).dtype))
+
+
+def test_scatter_add_weighted_rows_split_between_threads(monkeypatch, rng):
+    index = rng.integers(0, 7, size=(2, 4, 5))
+    weights, rows = rng.standard_normal((2, 4, 5)), rng.standard_normal((5, 2, 1, 5))
+    one = scatter_add_weighted(index, weights, rows, 7)
+    monkeypatch.setattr(npattn_backend, "PARALLEL_MIN_ELEMENTS", 1)
+    previous = npattn_backend.set_threads(3)
+    try:
+        np.testing.assert_array_equal(scatter_add_weighted(index, weights, rows, 7), one)
+    finally:
+        npattn_backend.set_threads(previous)
+
+
+@given(seed=st.integers(0, 2**32 - 1), r=st.integers(0, 3), k=st.integers(1, 4), s=st.integers(0, 5))
+def test_weighted_sum_matches_loop_fast_and_portable(backend, seed, r, k, s):
+    rng = np.random.default_rng(seed)
+    values, weights = rng.standard_normal((r, k, s)), rng.standard_normal((k, s))
+    want = np.zeros((r, s))
+    for j in range(k):
+        want += values[:, j, :] * weights[j]
+    for fast in (True, False):
+        got = weighted_sum(backend.asarray(values), backend.asarray(weights), fast=fast)
+        assert tuple(got.shape) == (r, s)
+        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_run_parts_calls_every_part_once(monkeypatch):
+    for threads, least in [(1, 2**18), (3, 1)]:
+        monkeypatch.setattr(npattn_backend, "PARALLEL_MIN_ELEMENTS", least)
+        previous = npattn_backend.set_threads(threads)
+        try:
+            seen = np.zeros(7, dtype=int)
+
+            def add(part):
+                seen[part] += 1
+
+            run_parts(add, [slice(i, i + 1) for i in range(7)], np, 10)
+            np.testing.assert_array_equal(seen, np.ones(7, dtype=int))
+        finally:
+            npattn_backend.set_threads(previous)

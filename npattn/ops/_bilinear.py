@@ -17,7 +17,13 @@ corner needs a mask, and a NaN or inf in the image reaches only the samples that
 in PyTorch).  Coordinates are ``(B, S)``: ``S`` sample points per image; samples come out as
 ``(R, B*S)``.  Gathering one corner is one ``take`` along the last axis with a flat index
 ``b*H*W + y*W + x`` shared by all rows; its adjoint adds values back into the bins of that index
-(:func:`scatter_rows`), the zero pixel's bin being dropped.  Derivations: ``docs/ops/sampling.md``.
+(:func:`sample_backward_src`), the zero pixel's bin being dropped.  Derivations: ``docs/ops/sampling.md``.
+
+Image by image (grid_sample).  The second half of this module keeps each image in its own
+layout ``(B, R, H*W)`` (a view of an NCHW array, no transposes): :class:`ImageCorners` holds
+flat positions ``y*W + x`` within each image, ``H*W`` for the zero pixel appended to that image
+alone, and every image is gathered and weighed on its own (it stays in cache), the images split
+between threads on NumPy.  The scatter of the backward runs per row over the bins of all images.
 """
 
 from __future__ import annotations
@@ -26,17 +32,12 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from ..backend import scatter_add
+from ..backend import run_parts, scatter_add, scatter_add_weighted, sum_of_products, weighted_sum
 
-#: The most elements one (rows, points) temporary of grid_sample should hold: 2^18, 1 MiB in
-#: float32.  It samples the batch in blocks below that size (read at call time): larger
-#: temporaries go back to the system when freed and fault their pages in again on every call
-#: (8x64x28x28: a forward took 4.5 ms with about 2000 page faults in one piece, 2.1 ms without).
-BLOCK_ELEMENTS = 2 ** 18
-
-__all__ = ["BLOCK_ELEMENTS", "Corners", "corners", "flat_index", "padded_source", "corner_weights",
+__all__ = ["Corners", "corners", "padded_source", "corner_weights",
            "gather_corners", "combine", "sample", "sample_backward_src", "sample_backward_coords",
-           "scatter_rows", "join"]
+           "join",
+           "ImageCorners", "image_corners", "image_pixels", "sample_images", "sample_images_backward"]
 
 
 class Corners(NamedTuple):
@@ -76,10 +77,14 @@ def _flat(xp: Any, row: tuple[Any, Any], col: tuple[Any, Any], height: int, widt
     return xp.reshape(xp.where(row_ok & col_ok, image + y * width + x, outside), (b * s,))
 
 
-def flat_index(xp: Any, iy: Any, ix: Any, height: int, width: int) -> Any:
-    """Flat positions of integer-valued float pixel coordinates ``(B, S)`` -> ``(B*S,)`` int64,
-    ``B*H*W`` (the appended zero pixel) for a position outside ``[0, H-1] x [0, W-1]``."""
-    return _flat(xp, _axis(xp, iy, height), _axis(xp, ix, width), height, width)
+def _cells(xp: Any, py: Any, px: Any, height: int, width: int) -> tuple[Any, Any, list, list]:
+    """``floor(py)``, ``floor(px)`` and the :func:`_axis` results of the rows ``y0, y0 + 1`` and
+    the columns ``x0, x0 + 1``."""
+    y0 = xp.floor(py)
+    x0 = xp.floor(px)
+    rows = [_axis(xp, y0 + dy, height) for dy in (0, 1)]
+    cols = [_axis(xp, x0 + dx, width) for dx in (0, 1)]
+    return y0, x0, rows, cols
 
 
 def corners(py: Any, px: Any, height: int, width: int) -> Corners:
@@ -94,10 +99,7 @@ def corners(py: Any, px: Any, height: int, width: int) -> Corners:
     """
     xp = array_namespace(py, px)
     b, s = py.shape
-    y0 = xp.floor(py)
-    x0 = xp.floor(px)
-    rows = [_axis(xp, y0 + dy, height) for dy in (0, 1)]
-    cols = [_axis(xp, x0 + dx, width) for dx in (0, 1)]
+    y0, x0, rows, cols = _cells(xp, py, px, height, width)
     index = tuple(_flat(xp, row, col, height, width) for row in rows for col in cols)
     ly, lx = xp.reshape(py - y0, (b * s,)), xp.reshape(px - x0, (b * s,))
     return Corners(index, ly, lx, b * height * width)  # type: ignore[arg-type]
@@ -154,18 +156,6 @@ def sample(src: Any, c: Corners) -> Any:
     return out
 
 
-def scatter_rows(index: Any, values: Any, size: int) -> Any:
-    """``out[r, q] = sum_{i : index[i] == q} values[r, i]`` for ``q < size``: shape (R, size).
-
-    Values whose index is ``size`` (the zero pixel) are dropped.  The index is shared by every
-    row, so each row is one 1-D :func:`~npattn.backend.scatter_add` (on NumPy a ``bincount``
-    over bins that fit in cache, which beats one ``bincount`` over ``R * size`` bins with an
-    ``R`` times larger index).
-    """
-    return _stack_rows(values, size, [scatter_add(index, values[r, :], size + 1)[:size]
-                                      for r in range(values.shape[0])])
-
-
 def sample_backward_src(g: Any, c: Corners) -> Any:
     """Adjoint of :func:`sample` in ``src``: ``dsrc[:, index_k] += w_k * g`` over the 4 corners.
 
@@ -218,3 +208,128 @@ def sample_backward_coords(g: Any, values: tuple[Any, Any, Any, Any], c: Corners
 def join(xp: Any, blocks: list[Any]) -> Any:
     """Per-block results of a batch, joined along the batch axis."""
     return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)
+
+
+# ------------------------------------------------------------------------- image by image
+
+class ImageCorners(NamedTuple):
+    """The pixels each sample point reads in its own image, and their weights.
+
+    Attributes
+    ----------
+    index : integer array, shape (B, K, S)
+        Flat position ``y*W + x`` of pixel ``k`` of point ``s`` in image ``b``, or ``H*W`` (the
+        zero pixel appended to each image) outside the image.  ``K = 4`` bilinear corners in the
+        order (y0, x0), (y0, x1), (y1, x0), (y1, x1), or ``K = 1`` nearest pixel.
+    weight : array, shape (B, K, S)
+        The weight of each pixel: :func:`corner_weights`, or 1 for the nearest pixel.
+    ly, lx : array, shape (B, S), or None
+        Bilinear: the fractional parts ``py - floor(py)`` and ``px - floor(px)``.
+    """
+
+    index: Any
+    weight: Any
+    ly: Any
+    lx: Any
+
+
+def _image_flat(xp: Any, row: tuple[Any, Any], col: tuple[Any, Any], height: int, width: int) -> Any:
+    """Flat positions ``y*W + x`` within each image from :func:`_axis` results (B, S), or ``H*W``
+    (the image's zero pixel) where the row or the column is outside."""
+    (row_ok, y), (col_ok, x) = row, col
+    outside = xp.asarray(height * width, dtype=xp.int64, device=device(y))
+    return xp.where(row_ok & col_ok, y * width + x, outside)
+
+
+def image_corners(py: Any, px: Any, height: int, width: int) -> ImageCorners:
+    """:func:`corners` (the same arguments: ``py``, ``px`` (B, S), ``H``, ``W``), each corner's
+    position counted within its own image and the weights stacked: (B, 4, S)."""
+    xp = array_namespace(py, px)
+    y0, x0, rows, cols = _cells(xp, py, px, height, width)
+    index = xp.stack([_image_flat(xp, row, col, height, width) for row in rows for col in cols], axis=1)
+    c = ImageCorners(index, None, py - y0, px - x0)
+    return c._replace(weight=xp.stack(list(corner_weights(c)), axis=1))  # type: ignore[arg-type]
+
+
+def image_pixels(iy: Any, ix: Any, height: int, width: int) -> ImageCorners:
+    """One pixel per point, at integer-valued float coordinates ``(iy, ix)`` (B, S), weight 1."""
+    xp = array_namespace(iy, ix)
+    index = _image_flat(xp, _axis(xp, iy, height), _axis(xp, ix, width), height, width)
+    b, s = index.shape
+    return ImageCorners(xp.reshape(index, (b, 1, s)), xp.ones((b, 1, s), dtype=iy.dtype, device=device(iy)),
+                        None, None)
+
+
+def _gather(xp: Any, image: Any, index: Any) -> Any:
+    """The pixels ``index`` (K, S) of one image (R, H*W), 0 at the zero pixel: shape (R, K, S)."""
+    k, s = index.shape
+    values = xp.take(padded_source(image), xp.reshape(index, (k * s,)), axis=1)
+    return xp.reshape(values, (image.shape[0], k, s))
+
+
+def _each_image(xp: Any, fn: Any, images: int, size: int) -> None:
+    """``fn(b)`` for every image ``b``, the images split between threads (:func:`run_parts`)."""
+    run_parts(lambda part: [fn(b) for b in range(part.start, part.stop)],
+              [slice(b, b + 1) for b in range(images)], xp, size)
+
+
+def sample_images(src: Any, c: ImageCorners) -> Any:
+    """``y[b] = sum_k weight[b, k] * src[b][:, index[b, k]]``: shape (B, R, S).
+
+    ``src`` (B, R, H*W) holds the images (0 read at index ``H*W``).  Image by image: the K
+    pixels of every point gathered by one ``take`` from the image with its zero pixel appended,
+    then weighed and summed over K (:func:`~npattn.backend.weighted_sum`).
+    """
+    xp = array_namespace(src)
+    b, r, _ = src.shape
+    s = c.index.shape[2]
+    out = xp.empty((b, r, s), dtype=src.dtype, device=device(src))
+
+    def one(i: int) -> None:
+        out[i, ...] = weighted_sum(_gather(xp, src[i, ...], c.index[i, ...]), c.weight[i, ...])
+
+    _each_image(xp, one, b, src.size + out.size)
+    return out
+
+
+def sample_images_backward(g: Any, src: Any, c: ImageCorners) -> tuple[Any, Any, Any]:
+    """Gradients of ``sum(g * sample_images(src, c))``: ``(dsrc, dpy, dpx)``.
+
+    ``dsrc[b][:, q] = sum_{k, s : index[b, k, s] == q} weight[b, k, s] * g[b][:, s]``, shape
+    (B, R, H*W): one :func:`~npattn.backend.scatter_add_weighted` per row over the ``B*(H*W+1)``
+    bins of all images, the zero pixels' bins dropped.  The coordinates (bilinear only; None for
+    one pixel per point), each (B, S): with ``s_k = sum_r g[b][r] * v_k[r]`` (``v_k`` the
+    gathered corners, 0 outside)::
+
+        dpy = (1 - lx) (s_10 - s_00) + lx (s_11 - s_01)
+        dpx = (1 - ly) (s_01 - s_00) + ly (s_11 - s_10)
+
+    Parameters
+    ----------
+    g : array, shape (B, R, S)
+        The cotangent of the samples.
+    src : array, shape (B, R, H*W)
+    c : ImageCorners
+    """
+    xp = array_namespace(g, src)
+    b, r, hw = src.shape
+    k, s = c.index.shape[1:]
+    first = xp.reshape(xp.arange(b, dtype=xp.int64, device=device(g)) * (hw + 1), (b, 1, 1))
+    rows = xp.permute_dims(xp.reshape(g, (b, r, 1, s)), (1, 0, 2, 3))        # (R, B, 1, S)
+    bins = scatter_add_weighted(c.index + first, c.weight, rows, b * (hw + 1))
+    dsrc = xp.permute_dims(xp.reshape(bins, (r, b, hw + 1))[:, :, :hw], (1, 0, 2))
+    if c.ly is None:
+        return dsrc, None, None
+    sums = xp.empty((b, k, s), dtype=g.dtype, device=device(g))
+
+    def one(i: int) -> None:
+        v = _gather(xp, src[i, ...], c.index[i, ...])                      # (R, K, S)
+        gi = xp.broadcast_to(xp.reshape(g[i, ...], (r, 1, s)), tuple(v.shape))
+        sums[i, ...] = xp.reshape(sum_of_products(gi, v, (0,)), (k, s))
+
+    _each_image(xp, one, b, src.size + g.size)
+    s00, s01, s10, s11 = (sums[:, j, :] for j in range(4))
+    hy, hx = 1.0 - c.ly, 1.0 - c.lx
+    dpy = hx * (s10 - s00) + c.lx * (s11 - s01)
+    dpx = hy * (s01 - s00) + c.ly * (s11 - s10)
+    return dsrc, dpy, dpx

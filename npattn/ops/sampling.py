@@ -22,7 +22,6 @@ from array_api_compat import device
 from ..backend import namespace
 from ..checks import argument_error, check_float_array, check_int, check_same_dtype, check_shape
 from . import _bilinear as bl
-from ._geometry import batch_blocks
 from ._registry import register_op
 
 __all__ = [
@@ -105,9 +104,12 @@ def _source_index(xp: Any, g: Any, size: int, padding_mode: str,
     return i, slope * xp.ones_like(g)
 
 
-def _nearest(xp: Any, iy: Any, ix: Any, height: int, width: int) -> Any:
-    """Flat index of the nearest pixel (the zero pixel if outside); halves round to even."""
-    return bl.flat_index(xp, xp.round(iy), xp.round(ix), height, width)
+def _pixels(xp: Any, iy: Any, ix: Any, hw: tuple[int, int], mode: str) -> bl.ImageCorners:
+    """The pixels each point reads in its image: the 4 bilinear corners, or the nearest pixel
+    ``(round(iy), round(ix))`` with halves rounded to even (the zero pixel if outside)."""
+    if mode == "bilinear":
+        return bl.image_corners(iy, ix, hw[0], hw[1])
+    return bl.image_pixels(xp.round(iy), xp.round(ix), hw[0], hw[1])
 
 
 # ------------------------------------------------------------------------------- affine_grid
@@ -179,12 +181,6 @@ def _pixel_coords(xp: Any, grid: Any, hw: tuple[int, int], padding_mode: str,
     return iy, ix, sy, sx
 
 
-def _source(xp: Any, x: Any) -> Any:
-    """``x`` as the padded source (C, N*H*W + 1) of the bilinear core."""
-    n, c, h, w = x.shape
-    return bl.padded_source(xp.reshape(xp.permute_dims(x, (1, 0, 2, 3)), (c, n * h * w)))
-
-
 def grid_sample_forward(x: Any, grid: Any, mode: str = "bilinear", padding_mode: str = "zeros",
                         align_corners: bool = False) -> tuple[Any, GridSampleCache]:
     """Sample ``x`` at normalised positions, as ``torch.nn.functional.grid_sample`` (4-D).
@@ -225,9 +221,11 @@ def grid_sample_forward(x: Any, grid: Any, mode: str = "bilinear", padding_mode:
     mode = _check_choice(op, "mode", mode, MODES)
     padding_mode = _check_choice(op, "padding_mode", padding_mode, PADDING_MODES)
     align_corners = _check_bool(op, "align_corners", align_corners)
-    cache = GridSampleCache(x, grid, mode, padding_mode, align_corners)
-    return bl.join(xp, [_sample_block(xp, x[blk, ...], grid[blk, ...], cache)
-                        for blk in _blocks(x, grid)]), cache
+    n, c, h, w = x.shape
+    ho, wo = grid.shape[1:3]
+    iy, ix, _, _ = _pixel_coords(xp, grid, (h, w), padding_mode, align_corners)
+    y = bl.sample_images(xp.reshape(x, (n, c, h * w)), _pixels(xp, iy, ix, (h, w), mode))
+    return xp.reshape(y, (n, c, ho, wo)), GridSampleCache(x, grid, mode, padding_mode, align_corners)
 
 
 def grid_sample_backward(dy: Any, cache: GridSampleCache) -> tuple[Any, Any]:
@@ -251,49 +249,15 @@ def grid_sample_backward(dy: Any, cache: GridSampleCache) -> tuple[Any, Any]:
     check_shape(op, "dy", dy, (n, c, ho, wo))
     xp = namespace(op, dy=dy, x=x)
     check_same_dtype(op, x=x, dy=dy)
-    dxs, dgrids = zip(*[_sample_block_backward(xp, dy[blk, ...], x[blk, ...], grid[blk, ...], cache)
-                        for blk in _blocks(x, grid)])
-    return bl.join(xp, list(dxs)), bl.join(xp, list(dgrids))
-
-
-def _blocks(x: Any, grid: Any) -> list[slice]:
-    """Slices of the batch whose (C, points) temporaries hold at most ``_bilinear.BLOCK_ELEMENTS``."""
-    n, c, h, w = x.shape
-    per_sample = c * max(h * w, grid.shape[1] * grid.shape[2])
-    return batch_blocks(n, per_sample, bl.BLOCK_ELEMENTS) or [slice(0, 0)]  # empty batch: one block
-
-
-def _sample_block(xp: Any, x: Any, grid: Any, cache: GridSampleCache) -> Any:
-    """:func:`grid_sample_forward` on one block of the batch (checked arguments)."""
-    n, c, h, w = x.shape
-    ho, wo = grid.shape[1:3]
-    iy, ix, _, _ = _pixel_coords(xp, grid, (h, w), cache.padding_mode, cache.align_corners)
-    src = _source(xp, x)
-    if cache.mode == "bilinear":
-        out = bl.sample(src, bl.corners(iy, ix, h, w))
-    else:
-        out = xp.take(src, _nearest(xp, iy, ix, h, w), axis=1)
-    return xp.permute_dims(xp.reshape(out, (c, n, ho, wo)), (1, 0, 2, 3))
-
-
-def _sample_block_backward(xp: Any, dy: Any, x: Any, grid: Any,
-                           cache: GridSampleCache) -> tuple[Any, Any]:
-    """:func:`grid_sample_backward` on one block of the batch: ``(dx, dgrid)``."""
-    n, c, h, w = x.shape
-    ho, wo = grid.shape[1:3]
     iy, ix, sy, sx = _pixel_coords(xp, grid, (h, w), cache.padding_mode, cache.align_corners)
-    g = xp.reshape(xp.permute_dims(dy, (1, 0, 2, 3)), (c, n * ho * wo))
-    if cache.mode == "bilinear":
-        corners = bl.corners(iy, ix, h, w)
-        dsrc = bl.sample_backward_src(g, corners)
-        diy, dix = bl.sample_backward_coords(g, bl.gather_corners(_source(xp, x), corners), corners)
-        dgx = xp.reshape(dix, (n, ho * wo)) * sx
-        dgy = xp.reshape(diy, (n, ho * wo)) * sy
-        dgrid = xp.reshape(xp.stack([dgx, dgy], axis=-1), (n, ho, wo, 2))
-    else:
-        dsrc = bl.scatter_rows(_nearest(xp, iy, ix, h, w), g, n * h * w)
+    g = xp.reshape(dy, (n, c, ho * wo))
+    dsrc, diy, dix = bl.sample_images_backward(g, xp.reshape(x, (n, c, h * w)),
+                                               _pixels(xp, iy, ix, (h, w), cache.mode))
+    if diy is None:                                                       # nearest
         dgrid = xp.zeros_like(grid)
-    return xp.permute_dims(xp.reshape(dsrc, (c, n, h, w)), (1, 0, 2, 3)), dgrid
+    else:
+        dgrid = xp.reshape(xp.stack([dix * sx, diy * sy], axis=-1), (n, ho, wo, 2))
+    return xp.reshape(dsrc, (n, c, h, w)), dgrid
 
 
 # ----------------------------------------------------------------------------------- registry

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from npattn.gradcheck import check_adjoint, check_op
-from npattn.ops import _bilinear
+from npattn import backend as npattn_backend
 from npattn.ops import (affine_grid_backward, affine_grid_forward, grid_sample_backward,
                         grid_sample_forward)
 
@@ -414,18 +414,24 @@ def test_nan_reaches_exactly_the_outputs_that_read_it(backend, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_batch_blocks_give_the_same_result(backend, monkeypatch, mode):
-    # A tiny block budget samples the batch one image at a time: same output and gradients.
+def test_threads_give_the_same_result(backend, monkeypatch, mode):
+    # Images split between three threads (every size counted as large): same output, same
+    # gradients (each image and each channel row is computed by one thread, in one order).
     rng, x, grid = draw_case((3, 2, 4, 5, 3, 2), mode, False, 9)
     args = on(backend, x, grid)
     y, cache = grid_sample_forward(*args, mode, "border", False)
     dy = backend.asarray(rng.standard_normal(tuple(y.shape)))
     grads = grid_sample_backward(dy, cache)
-    monkeypatch.setattr(_bilinear, "BLOCK_ELEMENTS", 1)
-    y1, cache1 = grid_sample_forward(*args, mode, "border", False)
+    monkeypatch.setattr(npattn_backend, "PARALLEL_MIN_ELEMENTS", 1)
+    previous = npattn_backend.set_threads(3)
+    try:
+        y1, cache1 = grid_sample_forward(*args, mode, "border", False)
+        grads1 = grid_sample_backward(dy, cache1)
+    finally:
+        npattn_backend.set_threads(previous)
     np.testing.assert_array_equal(backend.to_numpy(y1), backend.to_numpy(y))
-    for got, want in zip(grid_sample_backward(dy, cache1), grads):
-        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), rtol=1e-14, atol=1e-14)
+    for got, want in zip(grads1, grads):
+        np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(want))
 
 
 def test_empty_batch_and_empty_grid(backend):
