@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import ops
-from ..backend import namespace
+from ..backend import multiply, multiply_into, namespace
 from ..checks import check_float_array, check_int, check_shape
 from ..init import as_generator
 from ._base import take_params
@@ -32,8 +32,8 @@ def coord_mip(channels: int, reduction: int) -> int:
 
 
 class CoordAttentionCache(NamedTuple):
-    """The caches of coordinate attention's ops, in forward order, the updated running
-    statistics, and the attention map."""
+    """The caches of coordinate attention's ops, in forward order, x, and the updated running
+    statistics; ``map`` is computed on demand (no full-size array is kept)."""
 
     h: int
     pool_h: Any     # mean_w: x -> x_h (N, C, H, 1)
@@ -47,10 +47,13 @@ class CoordAttentionCache(NamedTuple):
     conv_w: Any
     gate_h: Any     # sigmoid -> a_h (N, C, H, 1)
     gate_w: Any     # sigmoid -> a_w (N, C, 1, W)
-    outer: Any      # mul(a_h, a_w) -> map (N, C, H, W)
-    prod: Any       # mul(x, map)
+    x: Any          # the input, for the gates' gradients
     buffers: Any    # the running statistics after this call, or None
-    map: Any        # a_h * a_w, (N, C, H, W), in [0, 1]
+
+    @property
+    def map(self) -> Any:
+        """The attention map ``a_h * a_w``, (N, C, H, W), in [0, 1]."""
+        return self.gate_h.y * self.gate_w.y
 
 
 def coord_attention_forward(x: Any, params: dict[str, Any], buffers: dict[str, Any] | None = None,
@@ -83,7 +86,8 @@ def coord_attention_forward(x: Any, params: dict[str, Any], buffers: dict[str, A
     y : array, shape (N, C, H, W)
     cache : CoordAttentionCache
         The ops' caches; ``cache.buffers`` the running statistics after this call (``None``
-        when none were given); ``cache.map`` the product ``a_h * a_w`` (N, C, H, W).
+        when none were given); ``cache.map`` the product ``a_h * a_w`` (N, C, H, W), formed
+        when read.  ``y`` is ``(x * a_h) * a_w``, two passes without a full-size map.
     """
     op = "coord_attention"
     xp = namespace(op, x=x)
@@ -110,25 +114,29 @@ def coord_attention_forward(x: Any, params: dict[str, Any], buffers: dict[str, A
     z_w, c_conv_w = ops.conv2d_forward(u_w, p["conv_w.weight"], p["conv_w.bias"])  # (N, C, 1, W)
     a_h, c_gate_h = ops.sigmoid_forward(z_h)
     a_w, c_gate_w = ops.sigmoid_forward(z_w)
-    m, c_outer = ops.mul_forward(a_h, a_w)                                   # (N, C, H, W)
-    y, c_prod = ops.mul_forward(x, m)
+    y = multiply_into(multiply(x, a_h), a_w)                                 # x * a_h * a_w
     return y, CoordAttentionCache(h, c_pool_h, c_pool_w, c_turn_in, c_conv1, c_bn1, c_act,
-                                  c_turn_out, c_conv_h, c_conv_w, c_gate_h, c_gate_w, c_outer,
-                                  c_prod, updated_buffers({"bn1": c_bn1}), m)
+                                  c_turn_out, c_conv_h, c_conv_w, c_gate_h, c_gate_w, x,
+                                  updated_buffers({"bn1": c_bn1}))
 
 
 def coord_attention_backward(dy: Any, cache: CoordAttentionCache) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`coord_attention_forward`: ``(dx, {"conv1.weight": ..., ...})``.
 
-    The running statistics get none (they are buffers).  x feeds the product and both strip
-    means: three terms summed on the last line.  See ``docs/blocks/coord_attention.md``.
-    ``dy`` is not modified.
+    The running statistics get none (they are buffers).  ``y = x m`` with ``m = a_h a_w``:
+    ``dm = dy x``, and each gate's gradient sums ``dm`` times the other gate over the other
+    axis, a batched matrix-vector product.  x feeds the product and both strip means: the
+    product's term ``dy a_h a_w`` is a fresh array and the means' terms are added into it on the
+    last two lines.  See ``docs/blocks/coord_attention.md``.  ``dy`` is not modified.
     """
     xp = namespace("coord_attention_backward", dy=dy)
-    check_shape("coord_attention_backward", "dy", dy, cache.prod.a.shape)
+    check_shape("coord_attention_backward", "dy", dy, cache.x.shape)
     h = cache.h
-    dx_prod, dm = ops.mul_backward(dy, cache.prod)                # through y = x * m
-    da_h, da_w = ops.mul_backward(dm, cache.outer)                # m = a_h * a_w, each summed back
+    a_h, a_w = cache.gate_h.y, cache.gate_w.y
+    dm = multiply(dy, cache.x)                                    # through y = x * m
+    da_h = xp.matmul(dm, xp.matrix_transpose(a_w))                # sum_w dm a_w, (N, C, H, 1)
+    da_w = xp.matmul(xp.matrix_transpose(a_h), dm)                # sum_h a_h dm, (N, C, 1, W)
+    del dm                                                        # before dx: one at a time
     dz_h = ops.sigmoid_backward(da_h, cache.gate_h)
     dz_w = ops.sigmoid_backward(da_w, cache.gate_w)
     du_h, dw_h, db_h = ops.conv2d_backward(dz_h, cache.conv_h)
@@ -140,9 +148,9 @@ def coord_attention_backward(dy: Any, cache: CoordAttentionCache) -> tuple[Any, 
     df, dw1, db1 = ops.conv2d_backward(dz, cache.conv1)
     df_h, df_w_t = df[:, :, :h, :], df[:, :, h:, :]               # undo the concat
     df_w = ops.permute_backward(df_w_t, cache.turn_in)
-    dx_h = ops.mean_w_backward(df_h, cache.pool_h)
-    dx_w = ops.mean_h_backward(df_w, cache.pool_w)
-    dx = dx_prod + dx_h + dx_w                                    # the three paths into x
+    dx = multiply_into(multiply(dy, a_h), a_w)                    # the product's term, dy * m
+    dx = ops.mean_w_backward_add(dx, df_h, cache.pool_h)          # + the mean over W
+    dx = ops.mean_h_backward_add(dx, df_w, cache.pool_w)          # + the mean over H
     return dx, {"conv1.weight": dw1, "conv1.bias": db1, "bn1.weight": dg_bn, "bn1.bias": db_bn,
                 "conv_h.weight": dw_h, "conv_h.bias": db_h,
                 "conv_w.weight": dw_w, "conv_w.bias": db_w}

@@ -4,7 +4,8 @@ Coordinate attention and strip pooling average a map along one spatial axis and 
 ``mean_h`` is PyTorch's ``AdaptiveAvgPool2d((1, None))``, output (N, C, 1, W); ``mean_w`` is
 ``AdaptiveAvgPool2d((None, 1))``, output (N, C, H, 1).  Each is linear; its backward spreads
 ``dy / n`` evenly over the ``n`` positions that were averaged, and keeps only the input's shape.
-Derivation: ``docs/ops/strip_pooling.md``.
+``*_backward_add`` adds that spread into a gradient the caller owns, in place (no full-size
+array of its own).  Derivation: ``docs/ops/strip_pooling.md``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Any, NamedTuple
 
 from array_api_compat import device
 
-from ..backend import namespace
+from ..backend import add_into, namespace, sum_over
 from ..checks import check_float_array, check_shape
 from ._registry import register_op
+from .pooling import _check_add
 
-__all__ = ["mean_h_forward", "mean_h_backward", "mean_w_forward", "mean_w_backward"]
+__all__ = ["mean_h_forward", "mean_h_backward", "mean_w_forward", "mean_w_backward",
+           "mean_h_backward_add", "mean_w_backward_add"]
 
 
 class MeanCache(NamedTuple):
@@ -30,7 +33,13 @@ class MeanCache(NamedTuple):
 def _mean_forward(op: str, x: Any, axis: int) -> tuple[Any, MeanCache]:
     xp = namespace(op, x=x)
     check_float_array(op, "x", x, 4, "(N, C, H, W)")
-    return xp.mean(x, axis=axis, keepdims=True), MeanCache(tuple(x.shape), axis)
+    n, c, h, w = x.shape
+    if axis == 3:                                        # W: the trailing axis
+        total = sum_over(x, (3,))
+    else:                                                # H: axis 1 of x seen as (N C, H, W)
+        total = xp.reshape(sum_over(xp.reshape(x, (n * c, h, w)), (1,)), (n, c, 1, w))
+    # sum_over, not mean: NumPy's mean is a pairwise sum, about 4x slower (benchmarks/NOTES.md)
+    return total / x.shape[axis], MeanCache(tuple(x.shape), axis)
 
 
 def _mean_backward(op: str, dy: Any, cache: MeanCache) -> Any:
@@ -40,6 +49,13 @@ def _mean_backward(op: str, dy: Any, cache: MeanCache) -> Any:
     xp = namespace(op, dy=dy)
     # A fresh array, not a broadcast view, so callers may add into it.
     return xp.zeros(in_shape, dtype=dy.dtype, device=device(dy)) + dy / in_shape[axis]
+
+
+def _mean_backward_add(op: str, dx: Any, dy: Any, cache: MeanCache) -> Any:
+    in_shape, axis = cache
+    check_shape(op, "dy", dy, tuple(1 if i == axis else n for i, n in enumerate(in_shape)))
+    _check_add(op, dx, dy, in_shape)
+    return add_into(dx, dy / in_shape[axis])
 
 
 def mean_h_forward(x: Any) -> tuple[Any, MeanCache]:
@@ -68,6 +84,15 @@ def mean_h_backward(dy: Any, cache: MeanCache) -> Any:
     return _mean_backward("mean_h_backward", dy, cache)
 
 
+def mean_h_backward_add(dx: Any, dy: Any, cache: MeanCache) -> Any:
+    """``dx += mean_h_backward(dy, cache)`` in place: ``dx[n, c, h, w] += dy[n, c, 0, w] / H``.
+
+    ``dx`` (N, C, H, W) is a gradient the caller owns, of the dtype of ``dy``; it is updated
+    and returned.
+    """
+    return _mean_backward_add("mean_h_backward_add", dx, dy, cache)
+
+
 def mean_w_forward(x: Any) -> tuple[Any, MeanCache]:
     """``y[n, c, h, 0] = mean_w x[n, c, h, w]``.
 
@@ -92,6 +117,15 @@ def mean_w_backward(dy: Any, cache: MeanCache) -> Any:
     dx : array, shape (N, C, H, W)
     """
     return _mean_backward("mean_w_backward", dy, cache)
+
+
+def mean_w_backward_add(dx: Any, dy: Any, cache: MeanCache) -> Any:
+    """``dx += mean_w_backward(dy, cache)`` in place: ``dx[n, c, h, w] += dy[n, c, h, 0] / W``.
+
+    ``dx`` (N, C, H, W) is a gradient the caller owns, of the dtype of ``dy``; it is updated
+    and returned.
+    """
+    return _mean_backward_add("mean_w_backward_add", dx, dy, cache)
 
 
 # ----------------------------------------------------------------------------------- registry

@@ -89,3 +89,20 @@ def test_bad_input(backend, op):
     _, cache = forward(backend.asarray(np.zeros((1, 2, 3, 4))))
     with pytest.raises(ValueError, match=f"{op}_backward: argument 'dy' expected shape"):
         backward(backend.asarray(np.zeros((1, 2, 3, 4))), cache)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_backward_add_adds_the_backward_in_place(backend, op):
+    rng = np.random.default_rng(11)
+    x = backend.asarray(rng.standard_normal((2, 3, 4, 5)))
+    forward, backward = pair(op)
+    y, cache = forward(x)
+    dy = backend.asarray(rng.standard_normal(tuple(y.shape)))
+    base = rng.standard_normal((2, 3, 4, 5))
+    dx = backend.asarray(base.copy())
+    out = getattr(ops, f"{op}_backward_add")(dx, dy, cache)
+    assert out is dx
+    np.testing.assert_allclose(backend.to_numpy(dx), base + backend.to_numpy(backward(dy, cache)),
+                               rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match="dx"):
+        getattr(ops, f"{op}_backward_add")(backend.asarray(base[:, :2]), dy, cache)
