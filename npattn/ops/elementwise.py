@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from array_api_compat import array_namespace
 
-from ..backend import multiply, multiply_into, namespace, sum_of_products
+from ..backend import array_namespace, multiply, multiply_into, namespace, sum_of_products
 from ..checks import argument_error, check_float_array, check_same_dtype, check_shape
 from ._registry import register_op
 

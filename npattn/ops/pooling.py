@@ -25,9 +25,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
-from ..backend import add_at, add_into, first_max, is_numpy, keep_where, namespace, sum_over
+from ..backend import add_at, add_into, array_namespace, first_max, is_numpy, keep_where, namespace, sum_over
 from ..checks import argument_error, check_float_array, check_shape, int_pair
 from ._geometry import _tap, check_window_fits, col2im, crop2d, pad2d
 from ._registry import register_op
