@@ -257,6 +257,35 @@ def test_tiles_give_the_whole_batch_result(backend, rng, monkeypatch, tiling, kw
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("tiling", ["one row per tile", "several samples per tile"])
+@pytest.mark.parametrize("padding, groups, dilation", [(0, 1, 1), ((1, 0), 2, 1), (0, 1, 3)],
+                         ids=["plain", "padded, grouped", "dilated"])
+def test_pointwise_windows_read_in_place(backend, rng, monkeypatch, tiling, padding, groups,
+                                         dilation):
+    """A 1x1 kernel at stride 1 takes its windows straight from the (padded) input, no gather:
+    output and all three gradients against the same sums written per group here."""
+    x, w, b = rng.standard_normal((3, 4, 5, 4)), rng.standard_normal((6, 4 // groups, 1, 1)), rng.standard_normal(6)
+    kwargs = dict(padding=padding, groups=groups, dilation=dilation)
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dy = rng.standard_normal((3, 6, *xpad.shape[2:]))
+    budget, columns = TILINGS[tiling]
+    monkeypatch.setattr(_geometry, "TILE_BYTES", budget)
+    monkeypatch.setattr(_geometry, "TILE_COLUMNS", columns)
+    y, dx, dw, db = _forward_backward(backend, x, w, b, dy, **kwargs)
+    y_want, dxpad, dw_want = np.empty(dy.shape), np.zeros(xpad.shape), np.empty(w.shape)
+    for g in range(groups):
+        o, c = slice(6 // groups * g, 6 // groups * (g + 1)), slice(4 // groups * g, 4 // groups * (g + 1))
+        wg = w[o, :, 0, 0]                                              # (O/G, C/G)
+        y_want[:, o] = np.einsum("oc,nchw->nohw", wg, xpad[:, c]) + b[o, None, None]
+        dxpad[:, c] = np.einsum("oc,nohw->nchw", wg, dy[:, o])
+        dw_want[o, :, 0, 0] = np.einsum("nohw,nchw->oc", dy[:, o], xpad[:, c])
+    np.testing.assert_allclose(y, y_want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, dxpad[:, :, ph:ph + 5, pw:pw + 4], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("side_by_side", [True, False])
 @pytest.mark.parametrize("o", [2, 6])
 def test_samples_side_by_side_or_one_by_one_agree(backend, rng, monkeypatch, side_by_side, o):
