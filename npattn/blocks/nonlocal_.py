@@ -72,7 +72,7 @@ class NonLocalCache(NamedTuple):
 
 
 def _times_transposed(xp: Any, small: Any, big: Any) -> Any:
-    """``small @ big^T`` (N, Ci, P) for ``small`` (N, Ci, P) and ``big`` (N, P, P).
+    """``small @ big^T`` (..., Ci, R) for ``small`` (..., Ci, P) and ``big`` (..., R, P).
 
     The same product either way round; OpenBLAS on the project's machines runs it faster
     as ``(big @ small^T)^T`` (a transposed view) in float32 and directly in float64 (one
@@ -80,8 +80,8 @@ def _times_transposed(xp: Any, small: Any, big: Any) -> Any:
     float64; benchmarks/NOTES-nonlocal.md).
     """
     if small.dtype == xp.float32:
-        return xp.permute_dims(xp.matmul(big, xp.permute_dims(small, (0, 2, 1))), (0, 2, 1))
-    return xp.matmul(small, xp.permute_dims(big, (0, 2, 1)))
+        return xp.matrix_transpose(xp.matmul(big, xp.matrix_transpose(small)))
+    return xp.matmul(small, xp.matrix_transpose(big))
 
 
 def nonlocal_forward(x: Any, params: dict[str, Any],
@@ -144,6 +144,34 @@ def nonlocal_forward(x: Any, params: dict[str, Any],
                                                       y, w_out)
 
 
+#: Rows of the (P, P) arrays that the backward takes per step: 256 rows of 784 float64 are 1.5
+#: MiB, so a block of ``df`` is made, scaled and used by two products while it is in L2.
+ROW_BLOCK = 256
+
+
+def _attention_backward_rows(xp: Any, lhs: Any, rhs: Any, dy_s: Any, e: Any, t: Any, ph: Any,
+                             softmax: bool) -> tuple[Any, Any, Any]:
+    """``(dtheta, dphi, dg)`` (each (N, Ci, P)) from ``df = lhs @ rhs`` (times ``e`` when
+    ``softmax``), ``dtheta = phi df^T``, ``dphi = theta df``, ``dg = dy_s^T e``, sample by
+    sample and block of rows by block of rows: ``df`` is never whole, and each block of ``df``
+    and of ``e`` is read from cache by the products after the first."""
+    n, ci, hw = t.shape
+    dt = xp.zeros((n, ci, hw), dtype=t.dtype, device=device(t))
+    dph, dg = xp.zeros_like(dt), xp.zeros_like(dt)
+    for k in range(n):
+        for r0 in range(0, hw, ROW_BLOCK):
+            r1 = min(r0 + ROW_BLOCK, hw)
+            eb = e[k, r0:r1, :]
+            dfb = xp.matmul(lhs[k, r0:r1, :], rhs[k, :, :])                # (R, P)
+            if softmax:
+                dfb *= eb
+            dt[k, :, r0:r1] = _times_transposed(xp, ph[k, :, :], dfb)
+            dph[k, :, :] += xp.matmul(t[k, :, r0:r1], dfb)
+            dg[k, :, :] += xp.matmul(xp.permute_dims(dy_s[k, r0:r1, :], (1, 0)), eb)
+    return dt, dph, dg
+
+
+
 def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`nonlocal_forward`: ``(dx, {"theta.weight": ..., ..., "out.bias": ...})``.
 
@@ -169,13 +197,10 @@ def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any
         q = sum_of_products(dy_s, xp.permute_dims(cache.y, (0, 2, 1)), (2,))   # (N, P, 1)
         lhs = xp.concat([dy_s, -q], axis=2)                          # (N, P, Ci + 1)
         rhs = xp.concat([g, xp.ones((n, 1, hw), dtype=g.dtype, device=device(g))], axis=1)
-        df = xp.matmul(lhs, rhs)                                     # da_ij / s_i - q_i
-        df = multiply_into(df, e)                                    # times e_ij, in place
     else:
-        df = xp.matmul(dy_s, g)                                      # da / P
-    dg = xp.matmul(xp.permute_dims(dy_s, (0, 2, 1)), e)              # dg_j = sum_i dy_s_i e_ij
-    dt = _times_transposed(xp, ph, df)                               # dtheta = phi df^T
-    dph = xp.matmul(t, df)                                           # dphi = theta df
+        lhs, rhs = dy_s, g
+    dt, dph, dg = _attention_backward_rows(xp, lhs, rhs, dy_s, e, t, ph,
+                                           cache.mode == "embedded_gaussian")
     du = xp.concat([dt, dph, dg], axis=1)                            # (N, 3Ci, P)
     dw_embed = xp.sum(xp.matmul(du, xp.permute_dims(cache.v, (0, 2, 1))), axis=0)  # (3Ci, C)
     db_embed = xp.sum(du, axis=(0, 2))

@@ -134,6 +134,25 @@ def test_fused_pair_matches_the_op_by_op_spec(backend, channels, inter, n, h, w,
     np.testing.assert_array_equal(backend.to_numpy(dz), dz_np)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_backward_over_several_row_blocks(backend, mode, monkeypatch):
+    """The backward's loop over blocks of rows (256 at a time) with blocks of 3 rows of 10."""
+    import npattn.blocks.nonlocal_ as nonlocal_module
+    monkeypatch.setattr(nonlocal_module, "ROW_BLOCK", 3)
+    module = NonLocal(3, 2, mode, rng=7, dtype="float64").to(backend.xp)
+    rng = np.random.default_rng(8)
+    x = backend.asarray(rng.standard_normal((2, 3, 2, 5)))
+    dz = backend.asarray(rng.standard_normal((2, 3, 2, 5)))
+    dx, grads = nonlocal_backward(dz, nonlocal_forward(x, dict(module.params), mode)[1])
+    dx_spec, grads_spec = nonlocal_backward_by_ops(
+        dz, nonlocal_forward_by_ops(x, dict(module.params), mode)[1])
+    np.testing.assert_allclose(backend.to_numpy(dx), backend.to_numpy(dx_spec), rtol=1e-12,
+                               atol=1e-12)
+    for name, g in grads_spec.items():
+        np.testing.assert_allclose(backend.to_numpy(grads[name]), backend.to_numpy(g),
+                                   rtol=1e-12, atol=1e-12)
+
+
 def test_fused_backward_can_run_twice_on_one_cache(backend):
     module = NonLocal(4, 2, rng=4, dtype="float64").to(backend.xp)
     rng = np.random.default_rng(6)
