@@ -58,8 +58,8 @@ class NonLocalCache(NamedTuple):
     mode: str
     x_shape: tuple[int, ...]   # (N, C, H, W)
     v: Any                     # x as (N, C, P), P = H W
-    w_embed: Any               # (3 Ci, C): the weights of theta, phi and g stacked
-    embed: Any                 # (N, 3 Ci, P): theta, phi and g stacked
+    w_embed: Any               # (3 Ci + 1, C): the weights of theta, phi, g and a zero row
+    embed: Any                 # (N, 3 Ci + 1, P): theta, phi, g and a row of ones
     weights: Any               # e (N, P, P): exp(f - max_j f) (embedded Gaussian), or f
     rowsum: Any                # s: sum_j e (N, P, 1) (embedded Gaussian), or the int P
     y: Any                     # (N, Ci, P): the attended g, y_i = sum_j a_ij g_j
@@ -121,21 +121,23 @@ def nonlocal_forward(x: Any, params: dict[str, Any],
     n, c, h, w = x.shape
     ci, hw = p["theta.weight"].shape[0], h * w
     v = xp.reshape(x, (n, c, hw))                                               # (N, C, P)
-    w_embed = xp.concat([xp.reshape(p[f"{e}.weight"], (ci, c)) for e in _EMBEDDINGS], axis=0)
-    u = xp.matmul(w_embed, v)                                       # theta; phi; g (N, 3Ci, P)
-    u += xp.reshape(xp.concat([p[f"{e}.bias"] for e in _EMBEDDINGS]), (-1, 1))
-    t, ph, g = u[:, :ci, :], u[:, ci:2 * ci, :], u[:, 2 * ci:, :]
+    one = xp.ones((1,), dtype=x.dtype, device=device(x))
+    w_embed = xp.concat([xp.reshape(p[f"{e}.weight"], (ci, c)) for e in _EMBEDDINGS]
+                        + [xp.zeros((1, c), dtype=x.dtype, device=device(x))], axis=0)
+    u = xp.matmul(w_embed, v)                               # theta; phi; g; 0 (N, 3Ci + 1, P)
+    u += xp.reshape(xp.concat([p[f"{e}.bias"] for e in _EMBEDDINGS] + [one]), (-1, 1))
+    t, ph, g1 = u[:, :ci, :], u[:, ci:2 * ci, :], u[:, 2 * ci:, :]   # g1 = [g; 1] (0 v + 1)
     e = xp.matmul(xp.permute_dims(t, (0, 2, 1)), ph)                 # f = theta^T phi (N, P, P)
     if mode == "embedded_gaussian":
         e = add_into(e, -xp.max(e, axis=2, keepdims=True))           # f - max_j f, in place
         e = exp_into(e)                                              # e, in place where allowed
-        s = sum_over(e, (2,))                                        # (N, P, 1)
-        y = _times_transposed(xp, g, e)                              # g e^T (N, Ci, P)
-        y /= xp.reshape(s, (n, 1, hw))                               # y_i = sum_j e_ij g_j / s_i
+    y1 = _times_transposed(xp, g1, e)                                # [g e^T; s^T] (N, Ci + 1, P)
+    if mode == "embedded_gaussian":
+        s = xp.reshape(y1[:, ci, :], (n, hw, 1))                     # s_i = sum_j e_ij
+        y = y1[:, :ci, :] / xp.reshape(s, (n, 1, hw))                # y_i = sum_j e_ij g_j / s_i
     else:
         s = hw
-        y = _times_transposed(xp, g, e)
-        y /= s
+        y = y1[:, :ci, :] / s
     w_out = xp.reshape(p["out.weight"], (c, ci))
     o = xp.matmul(w_out, y)                                                     # (N, C, P)
     o += xp.reshape(p["out.bias"], (-1, 1))
@@ -144,32 +146,37 @@ def nonlocal_forward(x: Any, params: dict[str, Any],
                                                       y, w_out)
 
 
-#: Rows of the (P, P) arrays that the backward takes per step: 256 rows of 784 float64 are 1.5
-#: MiB, so a block of ``df`` is made, scaled and used by two products while it is in L2.
-ROW_BLOCK = 256
+#: At most this many rows of a sample's (P, P) arrays per step of the backward (a sample's
+#: P rows split in equal blocks): whole samples up to P = 1024.  Smaller blocks measured
+#: slower at P = 784 (the products lose more than the element-wise pass gains).
+ROW_BLOCK = 1024
 
 
 def _attention_backward_rows(xp: Any, lhs: Any, rhs: Any, dy_s: Any, e: Any, t: Any, ph: Any,
                              softmax: bool) -> tuple[Any, Any, Any]:
     """``(dtheta, dphi, dg)`` (each (N, Ci, P)) from ``df = lhs @ rhs`` (times ``e`` when
-    ``softmax``), ``dtheta = phi df^T``, ``dphi = theta df``, ``dg = dy_s^T e``, sample by
-    sample and block of rows by block of rows: ``df`` is never whole, and each block of ``df``
-    and of ``e`` is read from cache by the products after the first."""
+    ``softmax``): ``dtheta = phi df^T``, ``dphi = theta df``, ``dg = dy_s^T e``.
+
+    Sample by sample (and block of rows by block of rows when P > :data:`ROW_BLOCK`): ``df``
+    is never whole; each sample's ``df`` is made, scaled and read by the two products while it
+    is in cache (at (4, 784, 784) float64, 19.6 MiB written to memory and read back three times
+    otherwise).
+    """
     n, ci, hw = t.shape
     dt = xp.zeros((n, ci, hw), dtype=t.dtype, device=device(t))
     dph, dg = xp.zeros_like(dt), xp.zeros_like(dt)
+    blocks = -(-hw // ROW_BLOCK)
     for k in range(n):
-        for r0 in range(0, hw, ROW_BLOCK):
-            r1 = min(r0 + ROW_BLOCK, hw)
-            eb = e[k, r0:r1, :]
-            dfb = xp.matmul(lhs[k, r0:r1, :], rhs[k, :, :])                # (R, P)
+        for b in range(blocks):
+            rows = slice(hw * b // blocks, hw * (b + 1) // blocks)
+            eb = e[k, rows, :]
+            dfb = xp.matmul(lhs[k, rows, :], rhs[k, :, :])           # (R, P)
             if softmax:
-                dfb *= eb
-            dt[k, :, r0:r1] = _times_transposed(xp, ph[k, :, :], dfb)
-            dph[k, :, :] += xp.matmul(t[k, :, r0:r1], dfb)
-            dg[k, :, :] += xp.matmul(xp.permute_dims(dy_s[k, r0:r1, :], (1, 0)), eb)
+                dfb = multiply_into(dfb, eb)
+            dt[k, :, rows] = _times_transposed(xp, ph[k, :, :], dfb)
+            dph[k, :, :] += xp.matmul(t[k, :, rows], dfb)
+            dg[k, :, :] += xp.matmul(xp.permute_dims(dy_s[k, rows, :], (1, 0)), eb)
     return dt, dph, dg
-
 
 
 def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any]]:
@@ -191,20 +198,19 @@ def nonlocal_backward(dz: Any, cache: NonLocalCache) -> tuple[Any, dict[str, Any
     db_out = xp.sum(do, axis=(0, 2))
     dw_out = xp.sum(xp.matmul(do, xp.permute_dims(cache.y, (0, 2, 1))), axis=0)   # (C, Ci)
     dy_s = xp.matmul(xp.permute_dims(do, (0, 2, 1)), cache.w_out)   # dy^T (N, P, Ci), by rows
-    t, ph, g = cache.embed[:, :ci, :], cache.embed[:, ci:2 * ci, :], cache.embed[:, 2 * ci:, :]
+    t, ph, g1 = cache.embed[:, :ci, :], cache.embed[:, ci:2 * ci, :], cache.embed[:, 2 * ci:, :]
     dy_s /= cache.rowsum                                             # dy_s = dy / s, row i by s_i
     if cache.mode == "embedded_gaussian":
         q = sum_of_products(dy_s, xp.permute_dims(cache.y, (0, 2, 1)), (2,))   # (N, P, 1)
-        lhs = xp.concat([dy_s, -q], axis=2)                          # (N, P, Ci + 1)
-        rhs = xp.concat([g, xp.ones((n, 1, hw), dtype=g.dtype, device=device(g))], axis=1)
+        lhs, rhs = xp.concat([dy_s, -q], axis=2), g1                 # [dy_s, -q], [g; 1]
     else:
-        lhs, rhs = dy_s, g
+        lhs, rhs = dy_s, g1[:, :ci, :]
     dt, dph, dg = _attention_backward_rows(xp, lhs, rhs, dy_s, e, t, ph,
                                            cache.mode == "embedded_gaussian")
     du = xp.concat([dt, dph, dg], axis=1)                            # (N, 3Ci, P)
     dw_embed = xp.sum(xp.matmul(du, xp.permute_dims(cache.v, (0, 2, 1))), axis=0)  # (3Ci, C)
     db_embed = xp.sum(du, axis=(0, 2))
-    dv = xp.matmul(xp.permute_dims(cache.w_embed, (1, 0)), du)                    # (N, C, P)
+    dv = xp.matmul(xp.permute_dims(cache.w_embed[:3 * ci, :], (1, 0)), du)        # (N, C, P)
     dv += do                                                         # the residual's term
     grads = {}
     for k, name in enumerate(_EMBEDDINGS):

@@ -136,7 +136,7 @@ def test_fused_pair_matches_the_op_by_op_spec(backend, channels, inter, n, h, w,
 
 @pytest.mark.parametrize("mode", MODES)
 def test_fused_backward_over_several_row_blocks(backend, mode, monkeypatch):
-    """The backward's loop over blocks of rows (256 at a time) with blocks of 3 rows of 10."""
+    """The backward's loop over blocks of rows (whole samples up to 1024 rows) with 4 blocks."""
     import npattn.blocks.nonlocal_ as nonlocal_module
     monkeypatch.setattr(nonlocal_module, "ROW_BLOCK", 3)
     module = NonLocal(3, 2, mode, rng=7, dtype="float64").to(backend.xp)
