@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import ops
-from ..backend import namespace
+from ..backend import add_into, namespace, sum_over
 from ..checks import check_float_array, check_int, check_shape
 from ..init import as_generator
 from ._base import Block, hidden_width, take_params
@@ -27,18 +27,16 @@ __all__ = ["global_context_forward", "global_context_backward", "GlobalContext",
 
 
 class GlobalContextCache(NamedTuple):
-    """The caches of the global context block's ops, in forward order, and the attention map."""
+    """What the backward needs: x, the mask's weight, the ops' caches in forward order, and the
+    attention map (a view of the softmax's output)."""
 
-    mask: Any       # conv2d x -> logits k (N, 1, H, W), conv_mask
-    k_flat: Any     # reshape k -> (N, HW, 1)
-    softmax: Any    # softmax over the positions (axis 1)
-    x_flat: Any     # reshape x -> (N, C, HW)
-    pool: Any       # matmul x_flat @ a -> context (N, C, 1)
-    context: Any    # reshape -> (N, C, 1, 1)
-    conv0: Any      # channel_add_conv.0, 1x1 conv C -> P
+    x: Any          # the input (N, C, H, W), for the pooling's and the mask's gradients
+    w_mask: Any     # conv_mask.weight as (1, C, 1)
+    softmax: Any    # softmax over the positions of the logits k (N, 1, HW), axis -1
+    conv0: Any      # channel_add_conv.0, 1x1 conv C -> P, as a linear layer on (N, C)
     norm: Any       # channel_add_conv.1, layer norm over (P, 1, 1)
     relu: Any       # channel_add_conv.2
-    conv3: Any      # channel_add_conv.3, 1x1 conv P -> C
+    conv3: Any      # channel_add_conv.3, 1x1 conv P -> C, as a linear layer on (N, P)
     map: Any        # a as (N, 1, H, W): the attention weights, summing to one per sample
 
 
@@ -56,6 +54,10 @@ def global_context_forward(x: Any, params: dict[str, Any]) -> tuple[Any, GlobalC
     .. math:: a = \\mathrm{softmax}_p(w_m^\\top x_p + b_m),\\quad c = \\sum_p a_p x_p,\\quad
               t = W_3\\,\\mathrm{relu}(\\mathrm{LN}(W_0 c + b_0)) + b_3,\\quad y_p = x_p + t
 
+    The 1x1 convolutions are matrix products: the mask's, a batched product of ``w_m^T``
+    (1, C) with x read as (N, C, HW); the bottleneck's, linear layers on (N, C) and (N, P)
+    (their (P, C, 1, 1) and (C, P, 1, 1) weights read as (P, C) and (C, P)).
+
     Parameters
     ----------
     x : array, shape (N, C, H, W), float32 or float64
@@ -70,58 +72,66 @@ def global_context_forward(x: Any, params: dict[str, Any]) -> tuple[Any, GlobalC
     -------
     y : array, shape (N, C, H, W)
     cache : GlobalContextCache
-        The ops' caches; ``cache.map`` is the attention ``a`` as (N, 1, H, W), which sums to
-        one over H and W.
+        x, the ops' caches; ``cache.map`` is the attention ``a`` as (N, 1, H, W), which sums
+        to one over H and W.
     """
     xp = namespace("global_context", x=x)
     check_float_array("global_context", "x", x, ndim=4, layout="(N, C, H, W)")
     n, c, h, w = x.shape
     p = take_params("global_context", params, x, _param_shapes(c))
     planes = p["channel_add_conv.0.weight"].shape[0]
+    w_mask = xp.reshape(p["conv_mask.weight"], (1, c, 1))
+    w0 = xp.reshape(p["channel_add_conv.0.weight"], (planes, c))
+    w3 = xp.reshape(p["channel_add_conv.3.weight"], (c, planes))
 
-    k, c_mask = ops.conv2d_forward(x, p["conv_mask.weight"], p["conv_mask.bias"])  # (N, 1, H, W)
-    k_flat, c_k_flat = ops.reshape_forward(k, (n, h * w, 1))
-    a, c_softmax = ops.softmax_forward(k_flat, axis=1)                       # over the positions
-    v, c_x_flat = ops.reshape_forward(x, (n, c, h * w))
-    ctx, c_pool = ops.matmul_forward(v, a)                                   # (N, C, 1)
-    ctx4, c_context = ops.reshape_forward(ctx, (n, c, 1, 1))
-    t0, c_conv0 = ops.conv2d_forward(ctx4, p["channel_add_conv.0.weight"],
-                                     p["channel_add_conv.0.bias"])           # (N, P, 1, 1)
-    t1, c_norm = ops.layer_norm_forward(t0, (planes, 1, 1), p["channel_add_conv.1.weight"],
+    v = xp.reshape(x, (n, c, h * w))                                         # positions flattened
+    k = xp.matmul(xp.matrix_transpose(w_mask), v) + p["conv_mask.bias"]      # (N, 1, HW)
+    a, c_softmax = ops.softmax_forward(k, axis=-1)                           # over the positions
+    ctx = xp.reshape(xp.matmul(v, xp.matrix_transpose(a)), (n, c))           # sum_p a_p x_p
+    t0, c_conv0 = ops.linear_forward(ctx, w0, p["channel_add_conv.0.bias"])  # (N, P)
+    t1, c_norm = ops.layer_norm_forward(xp.reshape(t0, (n, planes, 1, 1)), (planes, 1, 1),
+                                        p["channel_add_conv.1.weight"],
                                         p["channel_add_conv.1.bias"])
     t2, c_relu = ops.relu_forward(t1)
-    t3, c_conv3 = ops.conv2d_forward(t2, p["channel_add_conv.3.weight"],
-                                     p["channel_add_conv.3.bias"])           # (N, C, 1, 1)
-    y = x + t3                                                               # at every position
-    return y, GlobalContextCache(c_mask, c_k_flat, c_softmax, c_x_flat, c_pool, c_context,
-                                 c_conv0, c_norm, c_relu, c_conv3, xp.reshape(a, (n, 1, h, w)))
+    t3, c_conv3 = ops.linear_forward(xp.reshape(t2, (n, planes)), w3,
+                                     p["channel_add_conv.3.bias"])           # (N, C)
+    y = x + xp.reshape(t3, (n, c, 1, 1))                                     # at every position
+    return y, GlobalContextCache(x, w_mask, c_softmax, c_conv0, c_norm, c_relu, c_conv3,
+                                 xp.reshape(a, (n, 1, h, w)))
 
 
 def global_context_backward(dy: Any, cache: GlobalContextCache) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`global_context_forward`: ``(dx, {"conv_mask.weight": ..., ...})``.
 
-    x feeds the sum, the attention pooling and the mask's logits: three terms summed on the
-    last line.  See ``docs/blocks/global_context.md``.  ``dy`` is not modified.
+    x feeds the sum, the attention pooling and the mask's logits: the last two terms are the
+    rank-two product ``[dc, w_m] [a; dk]`` per sample (one batched product with inner size 2),
+    and ``dy`` is added into it.  See ``docs/blocks/global_context.md``.  ``dy`` is not
+    modified.
     """
-    namespace("global_context_backward", dy=dy)
-    check_shape("global_context_backward", "dy", dy, cache.x_flat.in_shape)
-    n, c = dy.shape[:2]
-    dt3 = ops.unbroadcast(dy, (n, c, 1, 1))                       # y = x + t3, t3 broadcast
-    dt2, dw3, db3 = ops.conv2d_backward(dt3, cache.conv3)
-    dt1 = ops.relu_backward(dt2, cache.relu)
+    xp = namespace("global_context_backward", dy=dy)
+    check_shape("global_context_backward", "dy", dy, tuple(cache.x.shape))
+    n, c, h, w = dy.shape
+    v = xp.reshape(cache.x, (n, c, h * w))
+    dt3 = xp.reshape(sum_over(dy, (2, 3)), (n, c))                # y = x + t3, t3 broadcast
+    dt2, dw3, db3 = ops.linear_backward(dt3, cache.conv3)
+    dt1 = ops.relu_backward(xp.reshape(dt2, cache.relu.y.shape), cache.relu)
     dt0, _, dw1, db1 = ops.layer_norm_backward(dt1, cache.norm)
-    dctx4, dw0, db0 = ops.conv2d_backward(dt0, cache.conv0)
-    dctx = ops.reshape_backward(dctx4, cache.context)
-    dv, da = ops.matmul_backward(dctx, cache.pool)                # ctx = x_flat @ a
-    dk_flat = ops.softmax_backward(da, cache.softmax)
-    dk = ops.reshape_backward(dk_flat, cache.k_flat)
-    dx_mask, dwm, dbm = ops.conv2d_backward(dk, cache.mask)
-    dx_pool = ops.reshape_backward(dv, cache.x_flat)
-    dx = dy + dx_pool + dx_mask                                   # the three paths into x
-    return dx, {"conv_mask.weight": dwm, "conv_mask.bias": dbm,
-                "channel_add_conv.0.weight": dw0, "channel_add_conv.0.bias": db0,
+    dctx, dw0, db0 = ops.linear_backward(xp.reshape(dt0, (n, -1)), cache.conv0)
+    dctx = xp.reshape(dctx, (n, c, 1))
+    a = cache.softmax.y                                           # (N, 1, HW)
+    da = xp.matmul(xp.matrix_transpose(dctx), v)                  # ctx = v a^T: da = dc^T v
+    dk = ops.softmax_backward(da, cache.softmax)                  # (N, 1, HW)
+    dwm = xp.sum(xp.matmul(v, xp.matrix_transpose(dk)), axis=0)   # k = w_m^T v + b_m: sum_n v dk^T
+    dbm = xp.reshape(xp.sum(dk), (1,))
+    u = xp.concat([dctx, xp.broadcast_to(cache.w_mask, (n, c, 1))], axis=2)   # (N, C, 2)
+    dx = xp.matmul(u, xp.concat([a, dk], axis=1))                 # dv = dc a + w_m dk, (N, C, HW)
+    dx = add_into(xp.reshape(dx, (n, c, h, w)), dy)               # + y = x + t3: dy itself
+    return dx, {"conv_mask.weight": xp.reshape(dwm, (1, c, 1, 1)), "conv_mask.bias": dbm,
+                "channel_add_conv.0.weight": xp.reshape(dw0, (*dw0.shape, 1, 1)),
+                "channel_add_conv.0.bias": db0,
                 "channel_add_conv.1.weight": dw1, "channel_add_conv.1.bias": db1,
-                "channel_add_conv.3.weight": dw3, "channel_add_conv.3.bias": db3}
+                "channel_add_conv.3.weight": xp.reshape(dw3, (*dw3.shape, 1, 1)),
+                "channel_add_conv.3.bias": db3}
 
 
 class GlobalContext(Block):
