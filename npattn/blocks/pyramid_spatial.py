@@ -126,11 +126,12 @@ def pyramid_spatial_attention_backward(dy: Any, cache: PyramidSpatialAttentionCa
     """Gradients of :func:`pyramid_spatial_attention_forward`: ``(dx, {"conv.weight": ...[, "conv.bias": ...]})``.
 
     The descriptor ``f`` feeds every level: their gradients are summed into ``df``.  x feeds the
-    product, the channel mean and the channel max: three terms summed on the last line.  See
+    product, the channel mean and the channel max: the product's term is a fresh array, and the
+    two maps' terms are added into it in place on the last two steps.  See
     ``docs/blocks/pyramid_spatial.md``.  ``dy`` is not modified.
     """
     namespace("pyramid_spatial_attention_backward", dy=dy)
-    dx_prod, dm = ops.mul_backward(dy, cache.prod)                    # through y = x * M
+    dx, dm = ops.mul_backward(dy, cache.prod)                         # through y = x * M: dy M
     dz = ops.sigmoid_backward(dm, cache.gate)
     dg, dw, db = ops.conv2d_backward(dz, cache.conv)
     df = 0
@@ -142,9 +143,8 @@ def pyramid_spatial_attention_backward(dy: Any, cache: PyramidSpatialAttentionCa
             dv = ops.interpolate_backward(du, level.up)
             df = df + ops.adaptive_avg_pool2d_backward(dv, level.pool)
     df_mean, df_max = df[:, 0:1, ...], df[:, 1:2, ...]                # undo the concat
-    dx_mean = ops.channel_mean_backward(df_mean, cache.mean)
-    dx_max = ops.channel_max_backward(df_max, cache.max)
-    dx = dx_prod + dx_mean + dx_max                                   # the paths into x
+    dx = ops.channel_mean_backward_add(dx, df_mean, cache.mean)       # + the mean path
+    dx = ops.channel_max_backward_add(dx, df_max, cache.max)          # + the max path
     grads = {"conv.weight": dw}
     if db is not None:
         grads["conv.bias"] = db
