@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import keep_where, map_last_axis, namespace, sum_of_products, sum_over
+from ..backend import exp_into, keep_where, map_last_axis, namespace, sum_of_products, sum_over
 from ..checks import argument_error, check_axis, check_float_array, check_shape
 from ._registry import register_op
 
@@ -144,7 +144,7 @@ def softmax_forward(x: Any, axis: int = -1) -> tuple[Any, SoftmaxCache]:
 
 def _softmax(xp: Any, x: Any, axis: int) -> Any:
     """``exp(x - max x) / sum`` along ``axis`` (non-negative)."""
-    y = xp.exp(x - xp.max(x, axis=axis, keepdims=True))         # e, a fresh array ...
+    y = exp_into(x - xp.max(x, axis=axis, keepdims=True))       # e, in the fresh difference ...
     y /= sum_over(y, (axis,))                                    # ... divided in place
     return y
 
