@@ -224,7 +224,7 @@ def bam_backward(dy: Any, cache: BAMCache) -> tuple[Any, dict[str, Any]]:
     xp = namespace("bam_backward", dy=dy)
     check_shape("bam_backward", "dy", dy, cache.x.shape)
     n, c, h, w = dy.shape
-    hid = cache.bn_c.xhat.shape[1]
+    hid = cache.bn_c.x.shape[1]
     dm_c, dm_s = _gate_backward(xp, dy, cache.x, cache.map)       # y = x (1 + M), M = sigmoid(z)
     dm_c = xp.reshape(dm_c, (n, c))                               # z = M_c + M_s, broadcast
     dt, dw_s, db_s = ops.conv2d_backward(dm_s, cache.conv_final)

@@ -9,13 +9,20 @@ its backward, for both.  Derivations: ``docs/ops/normalization.md``.
 Batch norm's running statistics are never modified in place: the forward returns the updated
 running mean and variance in its cache (``cache.running_mean``, ``cache.running_var``), and the
 caller decides what to keep.
+
+Batch norm on NumPy takes a faster path with the same formulas (:data:`BLOCKED_BATCH_NORM`,
+:func:`_bn_forward_blocked`, :func:`_bn_backward_blocked`): sums over H x W at memory speed,
+the element-wise steps block by block, ``xhat`` recomputed in the backward rather than kept.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import namespace
+from array_api_compat import device
+
+from ..backend import (batch_channel_blocks, is_numpy, namespace, run_blocks, store_scaled,
+                       sum_of_products, sum_over)
 from ..checks import argument_error, check_float_array, check_same_dtype, check_shape
 from ._registry import register_op
 
@@ -30,8 +37,11 @@ class BatchNormCache(NamedTuple):
 
     Attributes
     ----------
-    xhat : array, shape (N, C, H, W)
-        The normalised input.
+    x : array, shape (N, C, H, W)
+        The input (a reference, as PyTorch keeps one): the backward recomputes
+        ``xhat = (x - mean) * inv_std`` from it.
+    mean : array, shape (1, C, 1, 1)
+        The batch mean (training) or the running one (evaluation).
     inv_std : array, shape (1, C, 1, 1)
         ``1 / sqrt(var + eps)``, with the batch variance (training) or the running one (eval).
     weight : array, shape (C,), or None
@@ -43,7 +53,8 @@ class BatchNormCache(NamedTuple):
         were given.  In evaluation mode they are the ones given.
     """
 
-    xhat: Any
+    x: Any
+    mean: Any
     inv_std: Any
     weight: Any
     has_bias: bool
@@ -202,23 +213,34 @@ def batch_norm2d_forward(x: Any, weight: Any = None, bias: Any = None, running_m
         raise argument_error(op, "running_mean", "the running statistics in evaluation mode",
                              "None")
 
+    w = None if weight is None else xp.reshape(weight, (1, c, 1, 1))
+    b = None if bias is None else xp.reshape(bias, (1, c, 1, 1))
+    blocked = BLOCKED_BATCH_NORM and is_numpy(xp)
     if training:
-        xhat, inv_std, mean, var = _standardize(xp, x, _BN_AXES, eps)
+        if blocked:
+            mean, var = _bn_statistics_blocked(xp, x, count)
+            inv_std = 1.0 / xp.sqrt(var + eps)
+        else:
+            xhat, inv_std, mean, var = _standardize(xp, x, _BN_AXES, eps)
         new_mean, new_var = running_mean, running_var
         if running_mean is not None:
             new_mean = (1.0 - momentum) * running_mean + momentum * xp.reshape(mean, (c,))
             unbiased = xp.reshape(var, (c,)) * (count / (count - 1))
             new_var = (1.0 - momentum) * running_var + momentum * unbiased
     else:
+        mean = xp.reshape(running_mean, (1, c, 1, 1))
         inv_std = 1.0 / xp.sqrt(xp.reshape(running_var, (1, c, 1, 1)) + eps)
-        xhat = (x - xp.reshape(running_mean, (1, c, 1, 1))) * inv_std
+        if not blocked:
+            xhat = (x - mean) * inv_std
         new_mean, new_var = running_mean, running_var
 
-    w = None if weight is None else xp.reshape(weight, (1, c, 1, 1))
-    y = xhat if w is None else xhat * w
-    if bias is not None:
-        y = y + xp.reshape(bias, (1, c, 1, 1))
-    return y, BatchNormCache(xhat, inv_std, w, bias is not None, training, new_mean, new_var)
+    if blocked:
+        y = _bn_forward_blocked(xp, x, mean, inv_std, w, b)
+    else:
+        y = xhat if w is None else xhat * w
+        if b is not None:
+            y = y + b
+    return y, BatchNormCache(x, mean, inv_std, w, bias is not None, training, new_mean, new_var)
 
 
 def batch_norm2d_backward(dy: Any, cache: BatchNormCache) -> tuple[Any, Any, Any]:
@@ -238,16 +260,115 @@ def batch_norm2d_backward(dy: Any, cache: BatchNormCache) -> tuple[Any, Any, Any
     dx : array, shape (N, C, H, W)
     dweight, dbias : array, shape (C,), or None where the parameter was None
     """
-    check_shape("batch_norm2d_backward", "dy", dy, cache.xhat.shape)
-    xp = namespace("batch_norm2d_backward", dy=dy, xhat=cache.xhat)
-    c = cache.xhat.shape[1]
-    dxhat, dweight, dbias = _affine_backward(xp, dy, cache.xhat, cache.weight, cache.has_bias,
+    check_shape("batch_norm2d_backward", "dy", dy, cache.x.shape)
+    xp = namespace("batch_norm2d_backward", dy=dy, x=cache.x)
+    if BLOCKED_BATCH_NORM and is_numpy(xp):
+        return _bn_backward_blocked(xp, dy, cache)
+    c = cache.x.shape[1]
+    xhat = (cache.x - cache.mean) * cache.inv_std
+    dxhat, dweight, dbias = _affine_backward(xp, dy, xhat, cache.weight, cache.has_bias,
                                              _BN_AXES, (c,))
     if cache.training:
-        dx = _standardize_backward(xp, dxhat, cache.xhat, cache.inv_std, _BN_AXES)
+        dx = _standardize_backward(xp, dxhat, xhat, cache.inv_std, _BN_AXES)
     else:
         dx = dxhat * cache.inv_std
     return dx, dweight, dbias
+
+
+#: Whether NumPy's batch norm takes the blocked path (the same formulas; tests compare the two).
+BLOCKED_BATCH_NORM = True
+
+
+def _channel_sums(xp: Any, partial: Any) -> Any:
+    """(N, C, 1, 1) per-sample sums -> (1, C, 1, 1), summed over the batch."""
+    return xp.sum(partial, axis=0, keepdims=True)
+
+
+def _bn_statistics_blocked(xp: Any, x: Any, count: int) -> tuple[Any, Any]:
+    """The batch mean and biased variance (1, C, 1, 1) of ``_standardize`` over N, H, W, in two
+    passes over ``x`` and no full-size array: ``sum_over`` the sums per sample and channel, then
+    block by block the sums of the centred squares (``sum_of_products``), each over H x W at
+    memory speed (NumPy's ``mean`` over axes (0, 2, 3) is pairwise and strided: about 5x
+    slower), then over the batch."""
+    n, c = x.shape[:2]
+    mean = _channel_sums(xp, sum_over(x, (2, 3))) / count
+    squares = xp.empty((n, c, 1, 1), dtype=x.dtype, device=device(x))
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        centred = x[s, ch, ...] - mean[:, ch, ...]
+        squares[s, ch, ...] = sum_of_products(centred, centred, (2, 3))
+
+    run_blocks(block, batch_channel_blocks(x), x.size)
+    return mean, _channel_sums(xp, squares) / count
+
+
+def _bn_forward_blocked(xp: Any, x: Any, mean: Any, inv_std: Any, w: Any, b: Any) -> Any:
+    """``y = x * alpha + beta`` with ``alpha = inv_std * weight`` and ``beta = bias - mean * alpha``
+    per channel (PyTorch's CPU kernel computes the same), block by block
+    (:func:`~npattn.backend.batch_channel_blocks`), each block's product written straight into
+    ``y`` (:func:`~npattn.backend.store_scaled`): one full-size array and two element-wise steps
+    where the clear path makes three to five full-size arrays in four to six steps."""
+    alpha = inv_std if w is None else inv_std * w
+    beta = -mean * alpha if b is None else b - mean * alpha
+    y = xp.empty_like(x)
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        store_scaled(y, (s, ch, ...), x[s, ch, ...], alpha[:, ch, ...], beta[:, ch, ...])
+
+    run_blocks(block, batch_channel_blocks(x), x.size)
+    return y
+
+
+def _bn_backward_blocked(xp: Any, dy: Any, cache: BatchNormCache) -> tuple[Any, Any, Any]:
+    """:func:`batch_norm2d_backward` block by block, from ``x`` and the statistics.
+
+    With ``c = x - mean`` (so ``xhat = c * inv_std``), ``k = inv_std * weight`` and sums over N,
+    H, W: ``dbias = sum(dy)``, ``dweight = inv_std * sum(dy * c)``; in training
+    ``mean(g) = weight * dbias / M`` and ``mean(g * xhat) = weight * dweight / M``, so the clear
+    formula ``dx = inv_std * (g - mean(g) - xhat * mean(g * xhat))`` is
+    ``dx = dy * k + (c * q1 + q0)`` with ``q1 = -k * inv_std * dweight / M`` and
+    ``q0 = -k * dbias / M`` per channel; in evaluation ``dx = dy * k``.  One pass reads ``dy``
+    and ``x`` for the sums per sample and channel (``sum_over``, ``sum_of_products``), a second
+    writes ``dx`` (:func:`~npattn.backend.store_scaled`): one full-size array, where the clear
+    path makes about seven."""
+    x, mean, inv_std, w = cache.x, cache.mean, cache.inv_std, cache.weight
+    n, c, h, wd = x.shape
+    count = n * h * wd
+    blocks = batch_channel_blocks(x)
+    k = inv_std if w is None else inv_std * w
+    need_dweight = cache.training or w is not None
+    sum_dy = xp.empty((n, c, 1, 1), dtype=dy.dtype, device=device(dy))
+    sum_dy_c = xp.empty((n, c, 1, 1), dtype=dy.dtype, device=device(dy))
+
+    def sums(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        sum_dy[s, ch, ...] = sum_over(dy[s, ch, ...], (2, 3))
+        if need_dweight:
+            sum_dy_c[s, ch, ...] = sum_of_products(dy[s, ch, ...], x[s, ch, ...] - mean[:, ch, ...],
+                                                   (2, 3))
+
+    if cache.training or cache.has_bias or w is not None:
+        run_blocks(sums, blocks, x.size)
+    dbias = _channel_sums(xp, sum_dy)
+    dweight = inv_std * _channel_sums(xp, sum_dy_c) if need_dweight else None
+    dx = xp.empty_like(dy)
+    if cache.training:
+        q1, q0 = -k * inv_std * dweight / count, -k * dbias / count
+
+    def gradient(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        shift = None
+        if cache.training:
+            shift = x[s, ch, ...] - mean[:, ch, ...]
+            shift *= q1[:, ch, ...]
+            shift += q0[:, ch, ...]
+        store_scaled(dx, (s, ch, ...), dy[s, ch, ...], k[:, ch, ...], shift)
+
+    run_blocks(gradient, blocks, x.size)
+    return (dx, None if w is None else xp.reshape(dweight, (c,)),
+            xp.reshape(dbias, (c,)) if cache.has_bias else None)
 
 
 # ----------------------------------------------------------------------------------- layer_norm

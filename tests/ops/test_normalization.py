@@ -124,6 +124,45 @@ def test_batch_norm_absent_parameters_get_none_and_no_running_stats(backend):
     np.testing.assert_allclose(yn.var(axis=(0, 2, 3)), 1.0, rtol=1e-3)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("blocks", ["one per sample", "one channel each, two threads"])
+def test_blocked_batch_norm_agrees_with_the_clear_one(monkeypatch, training, affine, blocks):
+    """NumPy's blocked batch norm (sums per sample and channel, xhat recomputed in the backward)
+    against the clear whole-array formulas: y, the running statistics and all three gradients."""
+    from npattn import backend as be
+    from npattn.ops import normalization as norm
+    rng = np.random.default_rng(3)
+    x, dy = 3.0 + rng.standard_normal((3, 4, 5, 2)), rng.standard_normal((3, 4, 5, 2))
+    w, b = (1.0 + 0.5 * rng.standard_normal(4), rng.standard_normal(4)) if affine else (None, None)
+    rm, rv = rng.standard_normal(4), 0.5 + rng.random(4)
+    kwargs = dict(running_mean=rm, running_var=rv, training=training, momentum=0.3)
+
+    def run():
+        y, cache = ops.batch_norm2d_forward(x, w, b, **kwargs)
+        return (y, cache.running_mean, cache.running_var, *ops.batch_norm2d_backward(dy, cache))
+
+    monkeypatch.setattr(norm, "BLOCKED_BATCH_NORM", False)
+    clear = run()
+    monkeypatch.setattr(norm, "BLOCKED_BATCH_NORM", True)
+    if blocks != "one per sample":
+        monkeypatch.setattr(be, "ELEMENTWISE_BLOCK_BYTES", 1)
+        monkeypatch.setattr(be, "PARALLEL_MIN_ELEMENTS", 0)
+    x0, dy0 = x.copy(), dy.copy()
+    previous = be.set_threads(1 if blocks == "one per sample" else 2)
+    try:
+        blocked = run()
+    finally:
+        be.set_threads(previous)
+    for got, want in zip(blocked, clear):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(x, x0)                                 # inputs untouched
+    np.testing.assert_array_equal(dy, dy0)
+
+
 def test_batch_norm_bad_input(backend):
     x = backend.asarray(np.zeros((2, 3, 2, 2)))
     c3 = backend.asarray(np.ones(3))
