@@ -14,7 +14,7 @@ The fast paths (the last section) compute standard things faster on NumPy, each 
 portable spelling: :func:`multiply`, :func:`add_into`, :func:`multiply_into`,
 :func:`keep_where`, :func:`sum_over`,
 :func:`sum_of_products`, :func:`first_max`, :func:`add_at`, :func:`map_last_axis`,
-:func:`exp_into`.  On large
+:func:`exp_into`, :func:`all_within`.  On large
 NumPy arrays they split
 the work over the batch axis between threads (:func:`set_threads`; NumPy releases the GIL
 inside its loops, and one NumPy thread reaches about half of the machine's memory bandwidth).
@@ -56,6 +56,7 @@ __all__ = [
     "first_max",
     "add_at",
     "exp_into",
+    "all_within",
 ]
 
 
@@ -772,3 +773,17 @@ def store_scaled(target: Any, index: tuple[Any, ...], a: Any, scale: Any, shift:
 
 
 __all__ += ["store_scaled"]
+
+
+def all_within(a: Any, low: float, high: float, *, fast: bool = True) -> bool | None:
+    """Whether every entry of ``a`` lies in ``[low, high]``, when that is cheap to know.
+
+    NumPy (fast path): ``True`` or ``False`` from the minimum and the maximum (a NaN gives
+    ``False``).  Spec, and every other library: ``None``, "not known" (finding out would read a
+    device array on the host), so a caller takes its general path.  For a guard that lets a
+    caller skip work that only matters outside the range.
+    """
+    xp = array_namespace(a)
+    if fast and is_numpy(xp):
+        return bool(a.size == 0 or (np.min(a) >= low and np.max(a) <= high))
+    return None
