@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from array_api_compat import device
 
 from .. import ops
-from ..backend import add_into, exp_into, multiply_into, namespace, sum_of_products, sum_over
+from ..backend import add_into, all_within, exp_into, multiply_into, namespace, sum_of_products, sum_over
 from ..checks import argument_error, check_float_array, check_int, check_shape
 from ..init import as_generator, bias_uniform, fan_in, kaiming_uniform
 from ._base import Block, take_params
@@ -69,6 +69,15 @@ class NonLocalCache(NamedTuple):
     def map(self) -> Any:
         """``a = e / s`` (N, P, P): row i holds the weights position i gives every position."""
         return self.weights / self.rowsum
+
+
+#: Row maxima of ``f`` for which the forward skips the subtraction: ``e = exp(f)`` differs from
+#: ``exp(f - max)`` by the factor ``exp(max_i)`` in row ``i``, which ``s_i`` carries too, so
+#: ``a``, ``y`` and every gradient are the same.  Inside these ranges ``sum_j exp(f_ij)``
+#: cannot overflow (``P exp(60) < 3e38`` for any P below 1e12), the largest entry of a row
+#: is a normal number, and an entry becomes subnormal only where its weight is below
+#: ``exp(-67)`` (float32; ``exp(-408)`` in float64) times the row's largest.
+_NO_SHIFT_RANGE = {"float32": (-20.0, 60.0), "float64": (-300.0, 300.0)}
 
 
 def _times_transposed(xp: Any, small: Any, big: Any) -> Any:
@@ -129,7 +138,10 @@ def nonlocal_forward(x: Any, params: dict[str, Any],
     t, ph, g1 = u[:, :ci, :], u[:, ci:2 * ci, :], u[:, 2 * ci:, :]   # g1 = [g; 1] (0 v + 1)
     e = xp.matmul(xp.permute_dims(t, (0, 2, 1)), ph)                 # f = theta^T phi (N, P, P)
     if mode == "embedded_gaussian":
-        e = add_into(e, -xp.max(e, axis=2, keepdims=True))           # f - max_j f, in place
+        m = xp.max(e, axis=2, keepdims=True)
+        low, high = _NO_SHIFT_RANGE["float32" if e.dtype == xp.float32 else "float64"]
+        if not all_within(m, low, high):                             # None (unknown): subtract
+            e = add_into(e, -m)                                      # f - max_j f, in place
         e = exp_into(e)                                              # e, in place where allowed
     y1 = _times_transposed(xp, g1, e)                                # [g e^T; s^T] (N, Ci + 1, P)
     if mode == "embedded_gaussian":

@@ -12,7 +12,7 @@ from blocks_reference import host_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from npattn.backend import exp_into
+from npattn.backend import all_within, exp_into
 from npattn.blocks import NonLocal, nonlocal_backward, nonlocal_forward
 from npattn.blocks.nonlocal_ import nonlocal_backward_by_ops, nonlocal_forward_by_ops
 from npattn.gradcheck import check_module
@@ -151,6 +151,55 @@ def test_fused_backward_over_several_row_blocks(backend, mode, monkeypatch):
     for name, g in grads_spec.items():
         np.testing.assert_allclose(backend.to_numpy(grads[name]), backend.to_numpy(g),
                                    rtol=1e-12, atol=1e-12)
+
+
+def _constant_logits_params(module, value, dtype):
+    """Params whose theta and phi are constant rows with f_ij = value for every pair."""
+    params = {k: np.array(v, dtype=dtype) for k, v in host_params(module).items()}
+    ci = params["theta.bias"].shape[0]
+    for name in ("theta", "phi"):
+        params[f"{name}.weight"][...] = 0.0
+    params["theta.bias"][...] = 1.0
+    params["phi.bias"][...] = value / ci
+    return params
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("logit", [-1000.0, -25.0, 55.0, 250.0, 1e4])
+def test_fused_pair_matches_the_spec_at_extreme_logits(backend, dtype, logit):
+    """Row maxima of f outside the range where the forward skips subtracting them (float32
+    [-20, 60], float64 [-300, 300]) and just inside them: the fused pair equals the spec, and
+    the map is uniform (every f_ij is equal)."""
+    module = NonLocal(3, 2, rng=9, dtype=dtype)
+    params = {k: backend.asarray(v) for k, v in _constant_logits_params(module, logit, dtype).items()}
+    rng = np.random.default_rng(10)
+    x = backend.asarray(rng.standard_normal((2, 3, 3, 4)).astype(dtype))
+    dz = backend.asarray(rng.standard_normal((2, 3, 3, 4)).astype(dtype))
+    z, cache = nonlocal_forward(x, params)
+    z_spec, cache_spec = nonlocal_forward_by_ops(x, params)
+    dx, grads = nonlocal_backward(dz, cache)
+    dx_spec, grads_spec = nonlocal_backward_by_ops(dz, cache_spec)
+    eps = float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(backend.to_numpy(cache.map), 1.0 / 12, rtol=10 * eps)
+    # theta's and phi's gradients are zero up to rounding on terms of size |logit|
+    tol = dict(rtol=200 * eps, atol=200 * eps * (1.0 + abs(logit)))
+    for got, want in [(z, z_spec), (dx, dx_spec), *((grads[k], grads_spec[k]) for k in grads)]:
+        assert np.all(np.isfinite(backend.to_numpy(got)))
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), **tol)
+
+
+def test_all_within_fast_and_portable():
+    a = np.array([[-1.0, 2.0], [0.5, 3.0]])
+    assert all_within(a, -1.0, 3.0) is True
+    assert all_within(a, -0.5, 3.0) is False and all_within(a, -1.0, 2.5) is False
+    assert all_within(np.array([1.0, np.nan]), 0.0, 2.0) is False
+    assert all_within(np.zeros((0, 2)), 0.0, 1.0) is True
+    assert all_within(a, -1.0, 3.0, fast=False) is None
+
+
+def test_all_within_is_unknown_off_numpy(backend):
+    a = backend.asarray(np.array([1.0, 2.0]))
+    assert all_within(a, 0.0, 3.0) is (True if backend.name == "numpy" else None)
 
 
 def test_fused_backward_can_run_twice_on_one_cache(backend):
