@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import ops
-from ..backend import namespace
+from ..backend import add_into, multiply_into, namespace
 from ..checks import argument_error, check_float_array, check_shape, int_pair
 from ..init import as_generator
 from ._base import check_odd, take_params
@@ -77,15 +77,33 @@ def _gate_forward(xp: Any, v: Any, weight: Any, bn: BatchNorms, name: str
 
 def _gate_backward(du: Any, cache: GateCache) -> tuple[Any, Any, Any, Any]:
     """``(dv, dweight, dbn_weight, dbn_bias)`` of :func:`_gate_forward`: v feeds the product,
-    the max and the mean, three terms summed on the last line."""
+    the max and the mean, three terms summed on the last lines (the pools' terms added in place
+    into the product's fresh gradient: no full-size array for either)."""
     dv_prod, dm = ops.mul_backward(du, cache.prod)                    # through u = v * m
     dzn = ops.sigmoid_backward(dm, cache.gate)
     dz, dgamma, dbeta = ops.batch_norm2d_backward(dzn, cache.bn)
     df, dw, _ = ops.conv2d_backward(dz, cache.conv)                   # no bias
     df_max, df_mean = df[:, 0:1, ...], df[:, 1:2, ...]                # undo the concat
-    dv_max = ops.channel_max_backward(df_max, cache.max)
-    dv_mean = ops.channel_mean_backward(df_mean, cache.mean)
-    return dv_prod + dv_max + dv_mean, dw, dgamma, dbeta
+    dv = ops.channel_max_backward_add(dv_prod, df_max, cache.max)    # dv_prod + dv_max
+    dv = ops.channel_mean_backward_add(dv, df_mean, cache.mean)       # ... + dv_mean
+    return dv, dw, dgamma, dbeta
+
+
+def _unrotated_first(branches: tuple[str, ...]) -> list[int]:
+    """The branches' positions, ``hw`` (no rotation) first: its result is contiguous and fresh,
+    so the sum over the branches accumulates in its memory."""
+    return sorted(range(len(branches)), key=lambda i: ROTATIONS[branches[i]] is not None)
+
+
+def _accumulate(total: Any, term: Any) -> Any:
+    """The branches' sum so far plus ``term``: in place when ``total`` is an array of our own
+    (wrapped in a list, ``[array]``: hw's fresh result, or a sum made here); ``None`` (nothing
+    yet) keeps ``term`` as it is (a view), and the second term makes a fresh sum."""
+    if total is None:
+        return term
+    if isinstance(total, list):
+        return [add_into(total[0], term)]
+    return [total + term]
 
 
 def _shapes(branches: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
@@ -157,18 +175,15 @@ def triplet_attention_forward(x: Any, params: dict[str, Any], buffers: dict[str,
         raise argument_error(op, "x", "more than 1 value in every branch's map in training mode "
                              "(N*C*W, N*H*C and N*H*W >= 2)", f"shape {tuple(x.shape)}")
 
-    outs, gates, maps = [], [], {}
-    for b in branches:
-        axes = ROTATIONS[b]
+    y, gates, maps = None, [None] * len(branches), {}
+    for i in _unrotated_first(branches):                              # hw's product holds the sum
+        b, axes = branches[i], ROTATIONS[branches[i]]
         v, c_rotate = (x, None) if axes is None else ops.permute_forward(x, axes)
         u, maps[b], c_ops = _gate_forward(xp, v, p[f"{b}.conv.conv.weight"], bn, b)
         y_b, c_back = (u, None) if axes is None else ops.permute_forward(u, axes)  # rotate back
-        outs.append(y_b)
-        gates.append(GateCache(c_rotate, *c_ops, c_back))
-    y = outs[0]
-    for y_b in outs[1:]:
-        y = y + y_b
-    y = y * (1.0 / len(branches))                                     # the average
+        y = [u] if axes is None else _accumulate(y, y_b)              # u is fresh: ours
+        gates[i] = GateCache(c_rotate, *c_ops, c_back)
+    y = multiply_into(y[0], 1.0 / len(branches))                      # the average
     stats = updated_buffers({f"{b}.conv.bn": g.bn for b, g in zip(branches, gates)})
     return y, TripletAttentionCache(tuple(x.shape), branches, tuple(gates), stats, maps)
 
@@ -184,17 +199,15 @@ def triplet_attention_backward(dy: Any, cache: TripletAttentionCache) -> tuple[A
     check_shape("triplet_attention_backward", "dy", dy, cache.shape)
     dy_b = dy * (1.0 / len(cache.branches))                           # through the average
     grads: dict[str, Any] = {}
-    dxs = []
-    for b, g in zip(cache.branches, cache.gates):
+    dx = None
+    for i in _unrotated_first(cache.branches):                        # hw's dv holds the sum
+        b, g = cache.branches[i], cache.gates[i]
         du = dy_b if g.back is None else ops.permute_backward(dy_b, g.back)
         dv, dw, dgamma, dbeta = _gate_backward(du, g)
-        dxs.append(dv if g.rotate is None else ops.permute_backward(dv, g.rotate))
+        dx = [dv] if g.rotate is None else _accumulate(dx, ops.permute_backward(dv, g.rotate))
         grads.update({f"{b}.conv.conv.weight": dw, f"{b}.conv.bn.weight": dgamma,
                       f"{b}.conv.bn.bias": dbeta})
-    dx = dxs[0]
-    for dx_b in dxs[1:]:
-        dx = dx + dx_b                                                # the branches meet at x
-    return dx, grads
+    return dx[0], grads
 
 
 class TripletAttention(BatchNormBlock):
