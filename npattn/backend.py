@@ -656,7 +656,7 @@ def scatter_add_weighted(index: Any, weights: Any, rows: Any, size: int, *,
 
     Parameters
     ----------
-    index : integer array, any shape P
+    index : integer array, shape P (at least one dimension)
         The bin of each position, in ``[0, size)``.
     weights : floating array, shape P
     rows : floating array, shape (R, ...)
@@ -673,21 +673,29 @@ def scatter_add_weighted(index: Any, weights: Any, rows: Any, size: int, *,
     thread and adds them into the row with ``np.add.at`` (NumPy's 1-D fast loop, in the rows'
     dtype, the index made contiguous once): at 64 rows of 25088 products into 6280 bins,
     2.4 ms against 3.0 ms for ``bincount`` in float32 (which sums in float64, a conversion in
-    and out per row), equal in float64.  The rows are split between the threads.
+    and out per row), equal in float64.  Each row goes in runs of about 2^16 positions along
+    the first axis of ``index``, so that the products stay in cache; the rows are split
+    between the threads.
     """
     xp = array_namespace(index, weights, rows)
     r = rows.shape[0]
-    if fast and is_numpy(xp):
-        flat = np.ascontiguousarray(np.reshape(index, (-1,)), dtype=np.intp)
+    if fast and is_numpy(xp) and index.ndim:
+        bins = np.ascontiguousarray(index, dtype=np.intp)
         out = np.zeros((r, size), dtype=rows.dtype)
+        lead = index.shape[0]
+        # runs along the first axis of about 2^16 positions: the products stay in cache
+        per = max(1, 2 ** 16 // max(1, index[0].size)) if lead else 1
+        runs = [slice(j, min(j + per, lead)) for j in range(0, lead, per)]
 
         def some_rows(part: slice) -> None:
-            product = np.empty(index.shape, dtype=rows.dtype)
+            product = np.empty((min(per, lead), *index.shape[1:]), dtype=rows.dtype)
             for i in range(part.start, part.stop):
-                np.multiply(weights, rows[i], out=product)
-                np.add.at(out[i], flat, np.reshape(product, (-1,)))
+                for run in runs:
+                    p = product[:run.stop - run.start]
+                    np.multiply(weights[run], _rows(rows[i], run, index.ndim, lead), out=p)
+                    np.add.at(out[i], np.reshape(bins[run], (-1,)), np.reshape(p, (-1,)))
 
-        _run_parts(some_rows, _row_parts(r, r * flat.size))
+        _run_parts(some_rows, _row_parts(r, r * bins.size))
         return out
     flat = xp.reshape(index, (-1,))
     if r == 0:
