@@ -28,16 +28,23 @@ between threads on NumPy.  The scatter of the backward runs per row over the bin
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from ..backend import run_parts, scatter_add, scatter_add_weighted, sum_of_products, weighted_sum
+from ..backend import (get_threads, is_numpy, run_parts, scatter_add, scatter_add_weighted, sum_of_products,
+                       weighted_sum)
 
 __all__ = ["Corners", "corners", "padded_source", "corner_weights",
            "gather_corners", "combine", "sample", "sample_backward_src", "sample_backward_coords",
            "join",
-           "ImageCorners", "image_corners", "image_pixels", "sample_images", "sample_images_backward"]
+           "ImageCorners", "image_corners", "image_pixels", "POINTS_PER_BLOCK", "image_blocks",
+           "sample_images", "sample_images_backward"]
+
+#: The most sample points whose corners :func:`sample_images` locates at once (read at call
+#: time): the (B, 4, S) int64 index of a block of 2^16 points is 2 MiB.  Located all at once,
+#: the corners of 16x3x224x224 took 69 ms (their arrays faulted in anew on every call).
+POINTS_PER_BLOCK = 2 ** 16
 
 
 class Corners(NamedTuple):
@@ -77,16 +84,6 @@ def _flat(xp: Any, row: tuple[Any, Any], col: tuple[Any, Any], height: int, widt
     return xp.reshape(xp.where(row_ok & col_ok, image + y * width + x, outside), (b * s,))
 
 
-def _cells(xp: Any, py: Any, px: Any, height: int, width: int) -> tuple[Any, Any, list, list]:
-    """``floor(py)``, ``floor(px)`` and the :func:`_axis` results of the rows ``y0, y0 + 1`` and
-    the columns ``x0, x0 + 1``."""
-    y0 = xp.floor(py)
-    x0 = xp.floor(px)
-    rows = [_axis(xp, y0 + dy, height) for dy in (0, 1)]
-    cols = [_axis(xp, x0 + dx, width) for dx in (0, 1)]
-    return y0, x0, rows, cols
-
-
 def corners(py: Any, px: Any, height: int, width: int) -> Corners:
     """Locate the four corners of each point ``(py[b, s], px[b, s])`` in ``B`` images of ``H x W``.
 
@@ -99,7 +96,10 @@ def corners(py: Any, px: Any, height: int, width: int) -> Corners:
     """
     xp = array_namespace(py, px)
     b, s = py.shape
-    y0, x0, rows, cols = _cells(xp, py, px, height, width)
+    y0 = xp.floor(py)
+    x0 = xp.floor(px)
+    rows = [_axis(xp, y0 + dy, height) for dy in (0, 1)]
+    cols = [_axis(xp, x0 + dx, width) for dx in (0, 1)]
     index = tuple(_flat(xp, row, col, height, width) for row in rows for col in cols)
     ly, lx = xp.reshape(py - y0, (b * s,)), xp.reshape(px - x0, (b * s,))
     return Corners(index, ly, lx, b * height * width)  # type: ignore[arg-type]
@@ -234,21 +234,40 @@ class ImageCorners(NamedTuple):
 
 
 def _image_flat(xp: Any, row: tuple[Any, Any], col: tuple[Any, Any], height: int, width: int) -> Any:
-    """Flat positions ``y*W + x`` within each image from :func:`_axis` results (B, S), or ``H*W``
-    (the image's zero pixel) where the row or the column is outside."""
+    """Flat positions ``y*W + x`` within each image from :func:`_axis` results (broadcasting
+    against each other), or ``H*W`` (the image's zero pixel) where the row or the column is
+    outside."""
     (row_ok, y), (col_ok, x) = row, col
     outside = xp.asarray(height * width, dtype=xp.int64, device=device(y))
     return xp.where(row_ok & col_ok, y * width + x, outside)
 
 
+def _pair(xp: Any, low: Any, high: Any) -> Any:
+    """``(low, high)`` (B, S) as (B, 2, S)."""
+    b, s = low.shape
+    return xp.concat([xp.reshape(low, (b, 1, s)), xp.reshape(high, (b, 1, s))], axis=1)
+
+
 def image_corners(py: Any, px: Any, height: int, width: int) -> ImageCorners:
     """:func:`corners` (the same arguments: ``py``, ``px`` (B, S), ``H``, ``W``), each corner's
-    position counted within its own image and the weights stacked: (B, 4, S)."""
+    position counted within its own image, as (B, 4, S) arrays.
+
+    The rows ``y0, y0 + 1`` and columns ``x0, x0 + 1`` are (B, 2, S) pairs; the four corners
+    and their weights ``corner_weights`` are their broadcast combinations (B, 2, 2, S) read as
+    (B, 4, S), in the order (y0, x0), (y0, x1), (y1, x0), (y1, x1): no per-corner arrays to stack.
+    """
     xp = array_namespace(py, px)
-    y0, x0, rows, cols = _cells(xp, py, px, height, width)
-    index = xp.stack([_image_flat(xp, row, col, height, width) for row in rows for col in cols], axis=1)
-    c = ImageCorners(index, None, py - y0, px - x0)
-    return c._replace(weight=xp.stack(list(corner_weights(c)), axis=1))  # type: ignore[arg-type]
+    b, s = py.shape
+    y0 = xp.floor(py)
+    x0 = xp.floor(px)
+    ly, lx = py - y0, px - x0
+    row_ok, y = _axis(xp, _pair(xp, y0, y0 + 1), height)
+    col_ok, x = _axis(xp, _pair(xp, x0, x0 + 1), width)
+    index = _image_flat(xp, (xp.reshape(row_ok, (b, 2, 1, s)), xp.reshape(y, (b, 2, 1, s))),
+                        (xp.reshape(col_ok, (b, 1, 2, s)), xp.reshape(x, (b, 1, 2, s))), height, width)
+    wy = xp.reshape(_pair(xp, 1.0 - ly, ly), (b, 2, 1, s))
+    wx = xp.reshape(_pair(xp, 1.0 - lx, lx), (b, 1, 2, s))
+    return ImageCorners(xp.reshape(index, (b, 4, s)), xp.reshape(wy * wx, (b, 4, s)), ly, lx)
 
 
 def image_pixels(iy: Any, ix: Any, height: int, width: int) -> ImageCorners:
@@ -267,39 +286,53 @@ def _gather(xp: Any, image: Any, index: Any) -> Any:
     return xp.reshape(values, (image.shape[0], k, s))
 
 
-def _each_image(xp: Any, fn: Any, images: int, size: int) -> None:
-    """``fn(b)`` for every image ``b``, the images split between threads (:func:`run_parts`)."""
-    run_parts(lambda part: [fn(b) for b in range(part.start, part.stop)],
-              [slice(b, b + 1) for b in range(images)], xp, size)
+def image_blocks(images: int, points: int, xp: Any) -> list[slice]:
+    """Consecutive blocks of images whose corners are located together (:func:`sample_images`).
+
+    At most :data:`POINTS_PER_BLOCK` points per block (large images one at a time: their corner
+    arrays stay in cache instead of being faulted in anew), and on NumPy at least one block per
+    thread (:func:`~npattn.backend.get_threads`), so that the blocks can be shared.  (Other
+    libraries do not split between threads; their blocks do not depend on the setting.)
+    """
+    if images == 0:
+        return []
+    threads = get_threads() if is_numpy(xp) else 1
+    per = max(1, min(-(-images // threads), POINTS_PER_BLOCK // max(points, 1)))
+    return [slice(i, min(i + per, images)) for i in range(0, images, per)]
 
 
-def sample_images(src: Any, c: ImageCorners) -> Any:
+def sample_images(src: Any, locate: Callable[[slice], ImageCorners], points: int) -> Any:
     """``y[b] = sum_k weight[b, k] * src[b][:, index[b, k]]``: shape (B, R, S).
 
-    ``src`` (B, R, H*W) holds the images (0 read at index ``H*W``).  Image by image: the K
-    pixels of every point gathered by one ``take`` from the image with its zero pixel appended,
-    then weighed and summed over K (:func:`~npattn.backend.weighted_sum`).
+    ``src`` (B, R, H*W) holds the images (0 read at index ``H*W``); ``locate(blk)`` returns the
+    :class:`ImageCorners` of the images ``blk`` (a slice of the batch), ``points`` is ``S``.
+    Block by block of images (:func:`image_blocks`, split between threads): the block's corners,
+    then image by image the K pixels of every point gathered by one ``take`` from the image with
+    its zero pixel appended, weighed and summed over K (:func:`~npattn.backend.weighted_sum`).
     """
     xp = array_namespace(src)
     b, r, _ = src.shape
-    s = c.index.shape[2]
-    out = xp.empty((b, r, s), dtype=src.dtype, device=device(src))
+    out = xp.empty((b, r, points), dtype=src.dtype, device=device(src))
 
-    def one(i: int) -> None:
-        out[i, ...] = weighted_sum(_gather(xp, src[i, ...], c.index[i, ...]), c.weight[i, ...])
+    def block(blk: slice) -> None:
+        c = locate(blk)
+        for j, i in enumerate(range(blk.start, blk.stop)):
+            out[i, ...] = weighted_sum(_gather(xp, src[i, ...], c.index[j, ...]), c.weight[j, ...])
 
-    _each_image(xp, one, b, src.size + out.size)
+    run_parts(block, image_blocks(b, points, xp), xp, src.size + out.size)
     return out
 
 
-def sample_images_backward(g: Any, src: Any, c: ImageCorners) -> tuple[Any, Any, Any]:
-    """Gradients of ``sum(g * sample_images(src, c))``: ``(dsrc, dpy, dpx)``.
+def sample_images_backward(g: Any, src: Any, locate: Callable[[slice], ImageCorners],
+                           corners: int) -> tuple[Any, Any, Any]:
+    """Gradients of ``sum(g * sample_images(src, locate, S))``: ``(dsrc, dpy, dpx)``.
 
     ``dsrc[b][:, q] = sum_{k, s : index[b, k, s] == q} weight[b, k, s] * g[b][:, s]``, shape
-    (B, R, H*W): one :func:`~npattn.backend.scatter_add_weighted` per row over the ``B*(H*W+1)``
-    bins of all images, the zero pixels' bins dropped.  The coordinates (bilinear only; None for
-    one pixel per point), each (B, S): with ``s_k = sum_r g[b][r] * v_k[r]`` (``v_k`` the
-    gathered corners, 0 outside)::
+    (B, R, H*W): per block of images (:func:`image_blocks`), the indices shifted to the bins
+    ``b*(H*W+1) + index`` of the block's images and one
+    :func:`~npattn.backend.scatter_add_weighted` per row over them, the zero pixels' bins
+    dropped.  The coordinates (bilinear only; None for one pixel per point), each (B, S): with
+    ``s_k = sum_r g[b][r] * v_k[r]`` (``v_k`` the gathered corners, 0 outside)::
 
         dpy = (1 - lx) (s_10 - s_00) + lx (s_11 - s_01)
         dpx = (1 - ly) (s_01 - s_00) + ly (s_11 - s_10)
@@ -309,27 +342,43 @@ def sample_images_backward(g: Any, src: Any, c: ImageCorners) -> tuple[Any, Any,
     g : array, shape (B, R, S)
         The cotangent of the samples.
     src : array, shape (B, R, H*W)
-    c : ImageCorners
+    locate : callable
+        As for :func:`sample_images`.
+    corners : int
+        ``K``: 4 (bilinear) or 1 (nearest).
     """
     xp = array_namespace(g, src)
     b, r, hw = src.shape
-    k, s = c.index.shape[1:]
-    first = xp.reshape(xp.arange(b, dtype=xp.int64, device=device(g)) * (hw + 1), (b, 1, 1))
-    rows = xp.permute_dims(xp.reshape(g, (b, r, 1, s)), (1, 0, 2, 3))        # (R, B, 1, S)
-    bins = scatter_add_weighted(c.index + first, c.weight, rows, b * (hw + 1))
-    dsrc = xp.permute_dims(xp.reshape(bins, (r, b, hw + 1))[:, :, :hw], (1, 0, 2))
-    if c.ly is None:
-        return dsrc, None, None
-    sums = xp.empty((b, k, s), dtype=g.dtype, device=device(g))
+    s, dev = g.shape[2], device(g)
+    blocks = image_blocks(b, s, xp)
+    # one block: its (R, B, H*W) result read as (B, R, H*W) is dsrc, no copy
+    dsrc = [None] if len(blocks) == 1 else xp.empty((b, r, hw), dtype=g.dtype, device=dev)
+    dpy, dpx = (xp.empty((b, s), dtype=g.dtype, device=dev) for _ in range(2))
 
-    def one(i: int) -> None:
-        v = _gather(xp, src[i, ...], c.index[i, ...])                      # (R, K, S)
-        gi = xp.broadcast_to(xp.reshape(g[i, ...], (r, 1, s)), tuple(v.shape))
-        sums[i, ...] = xp.reshape(sum_of_products(gi, v, (0,)), (k, s))
+    def block(blk: slice) -> None:
+        c, nb = locate(blk), blk.stop - blk.start
+        first = xp.arange(nb, dtype=xp.int64, device=dev) * (hw + 1)
+        rows = xp.permute_dims(xp.reshape(g[blk, ...], (nb, r, 1, s)), (1, 0, 2, 3))  # (R, nb, 1, S)
+        bins = scatter_add_weighted(c.index + xp.reshape(first, (nb, 1, 1)), c.weight, rows,
+                                    nb * (hw + 1))
+        d = xp.permute_dims(xp.reshape(bins, (r, nb, hw + 1))[:, :, :hw], (1, 0, 2))
+        if isinstance(dsrc, list):
+            dsrc[0] = d
+        else:
+            dsrc[blk, ...] = d
+        if c.ly is None:
+            return
+        sums = xp.empty((nb, corners, s), dtype=g.dtype, device=dev)
+        for j, i in enumerate(range(blk.start, blk.stop)):
+            v = _gather(xp, src[i, ...], c.index[j, ...])                  # (R, K, S)
+            gi = xp.broadcast_to(xp.reshape(g[i, ...], (r, 1, s)), tuple(v.shape))
+            sums[j, ...] = xp.reshape(sum_of_products(gi, v, (0,)), (corners, s))
+        s00, s01, s10, s11 = (sums[:, k, :] for k in range(4))
+        hy, hx = 1.0 - c.ly, 1.0 - c.lx
+        dpy[blk, ...] = hx * (s10 - s00) + c.lx * (s11 - s01)
+        dpx[blk, ...] = hy * (s01 - s00) + c.ly * (s11 - s10)
 
-    _each_image(xp, one, b, src.size + g.size)
-    s00, s01, s10, s11 = (sums[:, j, :] for j in range(4))
-    hy, hx = 1.0 - c.ly, 1.0 - c.lx
-    dpy = hx * (s10 - s00) + c.lx * (s11 - s01)
-    dpx = hy * (s01 - s00) + c.ly * (s11 - s10)
-    return dsrc, dpy, dpx
+    run_parts(block, blocks, xp, src.size + g.size)
+    if isinstance(dsrc, list):
+        dsrc = dsrc[0] if blocks else xp.zeros((b, r, hw), dtype=g.dtype, device=dev)
+    return (dsrc, dpy, dpx) if corners == 4 else (dsrc, None, None)

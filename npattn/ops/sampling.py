@@ -224,7 +224,8 @@ def grid_sample_forward(x: Any, grid: Any, mode: str = "bilinear", padding_mode:
     n, c, h, w = x.shape
     ho, wo = grid.shape[1:3]
     iy, ix, _, _ = _pixel_coords(xp, grid, (h, w), padding_mode, align_corners)
-    y = bl.sample_images(xp.reshape(x, (n, c, h * w)), _pixels(xp, iy, ix, (h, w), mode))
+    y = bl.sample_images(xp.reshape(x, (n, c, h * w)),
+                         lambda blk: _pixels(xp, iy[blk, ...], ix[blk, ...], (h, w), mode), ho * wo)
     return xp.reshape(y, (n, c, ho, wo)), GridSampleCache(x, grid, mode, padding_mode, align_corners)
 
 
@@ -251,8 +252,10 @@ def grid_sample_backward(dy: Any, cache: GridSampleCache) -> tuple[Any, Any]:
     check_same_dtype(op, x=x, dy=dy)
     iy, ix, sy, sx = _pixel_coords(xp, grid, (h, w), cache.padding_mode, cache.align_corners)
     g = xp.reshape(dy, (n, c, ho * wo))
-    dsrc, diy, dix = bl.sample_images_backward(g, xp.reshape(x, (n, c, h * w)),
-                                               _pixels(xp, iy, ix, (h, w), cache.mode))
+    dsrc, diy, dix = bl.sample_images_backward(
+        g, xp.reshape(x, (n, c, h * w)),
+        lambda blk: _pixels(xp, iy[blk, ...], ix[blk, ...], (h, w), cache.mode),
+        4 if cache.mode == "bilinear" else 1)
     if diy is None:                                                       # nearest
         dgrid = xp.zeros_like(grid)
     else:

@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from npattn.gradcheck import check_adjoint, check_op
 from npattn import backend as npattn_backend
+from npattn.ops import _bilinear
 from npattn.ops import (affine_grid_backward, affine_grid_forward, grid_sample_backward,
                         grid_sample_forward)
 
@@ -413,25 +414,44 @@ def test_nan_reaches_exactly_the_outputs_that_read_it(backend, mode):
     assert not np.isnan(y[0, 0]).any()
 
 
+def results_before_and_after(backend, mode, padding_mode, seed, change):
+    """grid_sample's output and gradients on one drawn case, then again after ``change()``."""
+    rng, x, grid = draw_case((3, 2, 4, 5, 3, 2), mode, False, seed)
+    args = on(backend, x, grid)
+    dy = backend.asarray(rng.standard_normal((3, 2, 3, 2)))
+    runs = []
+    for step in range(2):
+        if step:
+            change()
+        y, cache = grid_sample_forward(*args, mode, padding_mode, False)
+        runs.append([backend.to_numpy(a) for a in (y, *grid_sample_backward(dy, cache))])
+    return runs
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_threads_give_the_same_result(backend, monkeypatch, mode):
-    # Images split between three threads (every size counted as large): same output, same
-    # gradients (each image and each channel row is computed by one thread, in one order).
-    rng, x, grid = draw_case((3, 2, 4, 5, 3, 2), mode, False, 9)
-    args = on(backend, x, grid)
-    y, cache = grid_sample_forward(*args, mode, "border", False)
-    dy = backend.asarray(rng.standard_normal(tuple(y.shape)))
-    grads = grid_sample_backward(dy, cache)
+    # Images split between three threads (every size counted as large): the same output and
+    # gradients, bit for bit (each image and each channel row is computed by one thread).
     monkeypatch.setattr(npattn_backend, "PARALLEL_MIN_ELEMENTS", 1)
-    previous = npattn_backend.set_threads(3)
+    previous = npattn_backend.set_threads(1)
     try:
-        y1, cache1 = grid_sample_forward(*args, mode, "border", False)
-        grads1 = grid_sample_backward(dy, cache1)
+        one, three = results_before_and_after(backend, mode, "border", 9,
+                                              lambda: npattn_backend.set_threads(3))
     finally:
         npattn_backend.set_threads(previous)
-    np.testing.assert_array_equal(backend.to_numpy(y1), backend.to_numpy(y))
-    for got, want in zip(grads1, grads):
-        np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(want))
+    for got, want in zip(three, one):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_blocks_of_one_image_give_the_same_result(backend, monkeypatch, mode):
+    # One point per block budget: every image its own block (the portable scatter-add sums in
+    # another order, hence the tolerance on the gradients).
+    whole, blocks = results_before_and_after(
+        backend, mode, "zeros", 11, lambda: monkeypatch.setattr(_bilinear, "POINTS_PER_BLOCK", 1))
+    np.testing.assert_array_equal(blocks[0], whole[0])
+    for got, want in zip(blocks[1:], whole[1:]):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
 def test_empty_batch_and_empty_grid(backend):
