@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import ops
-from ..backend import namespace
+from ..backend import (add_into, batch_channel_blocks, keep_where, namespace, run_blocks,
+                       store_scaled, sum_of_products, sum_over)
 from ..checks import argument_error, check_float_array, check_int, check_shape
 from ..init import as_generator
 from ._base import check_odd, take_params
@@ -44,19 +45,19 @@ def check_kernels(op: str, kernels: Any) -> tuple[int, ...]:
 
 
 class BranchCache(NamedTuple):
-    """One branch: convolution, batch norm, ReLU, and the product with its selection weight."""
+    """One branch: convolution, batch norm, ReLU (its output ``U_i``, which the selection's
+    backward reads too)."""
 
     conv: Any      # convs.i.0, dilated 3x3
     bn: Any        # convs.i.1
     relu: Any      # convs.i.2 -> U_i
-    select: Any    # mul(U_i, a_i)
 
 
 class SelectiveKernelCache(NamedTuple):
     """The caches of SK's ops, in forward order, the updated running statistics, and the map."""
 
     branches: tuple[BranchCache, ...]
-    squeeze: Any    # global_avg_pool2d of U
+    squeeze: Any    # (N, C, H, W): gap(U) is sum_i sum_hw(U_i) / (H W)
     fc: Any         # fc.0, 1x1 conv C -> d
     fc_bn: Any      # fc.1
     fc_relu: Any    # fc.2 -> z
@@ -135,7 +136,7 @@ def selective_kernel_forward(x: Any, params: dict[str, Any], kernels: tuple[int,
     norms = {**{f"convs.{i}.1": c for i in range(m)}, "fc.1": d}
     bn = BatchNorms(p, take_buffers(op, buffers, x, norms, training), training, momentum, eps)
 
-    us, branches = [], []
+    us, branches, sums = [], [], []
     for i, k in enumerate(kernels):                                          # split
         dil = (k - 1) // 2
         t, c_conv = ops.conv2d_forward(x, p[f"convs.{i}.0.weight"], padding=dil, dilation=dil,
@@ -143,20 +144,56 @@ def selective_kernel_forward(x: Any, params: dict[str, Any], kernels: tuple[int,
         t, c_bn = bn.forward(f"convs.{i}.1", t)
         u, c_relu = ops.relu_forward(t)                                      # U_i
         us.append(u)
-        branches.append((c_conv, c_bn, c_relu))
-    s, c_squeeze = ops.global_avg_pool2d_forward(sum(us))                    # fuse: gap(U)
+        sums.append(sum_over(u, (2, 3)))                                     # sum_hw U_i
+        branches.append(BranchCache(c_conv, c_bn, c_relu))
+    s = sum(sums[1:], sums[0]) / (x.shape[2] * x.shape[3])                   # fuse: gap(U)
     t, c_fc = ops.conv2d_forward(s, p["fc.0.weight"])                        # (N, d, 1, 1)
     t, c_fc_bn = bn.forward("fc.1", t)
     z, c_fc_relu = ops.relu_forward(t)
     logits, c_fcs = zip(*[ops.conv2d_forward(z, p[f"fcs.{i}.weight"], p[f"fcs.{i}.bias"])
                           for i in range(m)])                                # M x (N, C, 1, 1)
     a, c_softmax = ops.softmax_forward(xp.stack(logits, axis=1), axis=1)     # select
-    products, c_selects = zip(*[ops.mul_forward(us[i], a[:, i, ...]) for i in range(m)])
-    v = sum(products)                                                        # V = sum_i a_i U_i
-    caches = tuple(BranchCache(*b, c_sel) for b, c_sel in zip(branches, c_selects))
-    stats = updated_buffers({**{f"convs.{i}.1": caches[i].bn for i in range(m)}, "fc.1": c_fc_bn})
-    return v, SelectiveKernelCache(caches, c_squeeze, c_fc, c_fc_bn, c_fc_relu, tuple(c_fcs),
-                                   c_softmax, stats, a)
+    v = _select_forward(xp, us, a)                                           # V = sum_i a_i U_i
+    stats = updated_buffers({**{f"convs.{i}.1": branches[i].bn for i in range(m)}, "fc.1": c_fc_bn})
+    return v, SelectiveKernelCache(tuple(branches), tuple(x.shape), c_fc, c_fc_bn, c_fc_relu,
+                                   tuple(c_fcs), c_softmax, stats, a)
+
+
+def _select_forward(xp: Any, us: list[Any], a: Any) -> Any:
+    """``V = sum_i a_i U_i`` (``mul_forward`` per branch, then the sum), block by block
+    (:func:`~npattn.backend.batch_channel_blocks`), each block written straight into ``V``
+    (:func:`~npattn.backend.store_scaled`): one full-size array where the products and their
+    sum made ``2M - 1``."""
+    v = xp.empty_like(us[0])
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        rest = None
+        for i in range(1, len(us)):                                  # a_1 U_1 + ... (in order)
+            term = us[i][s, ch, ...] * a[s, i, ch, ...]
+            rest = term if rest is None else rest + term
+        store_scaled(v, (s, ch, ...), us[0][s, ch, ...], a[s, 0, ch, ...], rest)
+
+    run_blocks(block, batch_channel_blocks(v), v.size)
+    return v
+
+
+def _branch_gradient(xp: Any, dv: Any, a_i: Any, du_sum: Any, u: Any) -> Any:
+    """``relu_backward(dv * a_i + du_sum)`` through ``U_i = relu(.)``: ``U_i`` feeds its product
+    (``dV a_i``) and the sum ``U`` (``dU = ds / (H W)``, (N, C, 1, 1), spread), and the ReLU
+    keeps ``dv a_i + dU`` where ``not U_i <= 0`` (:func:`~npattn.backend.keep_where`, as
+    ``relu_backward``).  Block by block: one full-size array where the product, the spread,
+    their sum and the ReLU's made four."""
+    dt = xp.empty_like(dv)
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        du = dv[s, ch, ...] * a_i[s, ch, ...]
+        du += du_sum[s, ch, ...]
+        dt[s, ch, ...] = keep_where(~(u[s, ch, ...] <= 0), du)
+
+    run_blocks(block, batch_channel_blocks(dv), dv.size)
+    return dt
 
 
 def selective_kernel_backward(dv: Any, cache: SelectiveKernelCache) -> tuple[Any, dict[str, Any]]:
@@ -167,25 +204,25 @@ def selective_kernel_backward(dv: Any, cache: SelectiveKernelCache) -> tuple[Any
     See ``docs/blocks/selective_kernel.md``.  ``dv`` is not modified.
     """
     xp = namespace("selective_kernel_backward", dv=dv)
-    check_shape("selective_kernel_backward", "dv", dv, cache.branches[0].select.a.shape)
+    check_shape("selective_kernel_backward", "dv", dv, cache.squeeze)
     m = len(cache.branches)
-    du_select, da = zip(*[ops.mul_backward(dv, b.select) for b in cache.branches])  # V = sum a_i U_i
+    n, c, h, w = cache.squeeze
+    us = [b.relu.y for b in cache.branches]
+    da = [sum_of_products(dv, u, (2, 3)) for u in us]             # V = sum_i a_i U_i: da_i
     dl = ops.softmax_backward(xp.stack(da, axis=1), cache.softmax)
     dz, dw_fcs, db_fcs = zip(*[ops.conv2d_backward(dl[:, i, ...], cache.fcs[i]) for i in range(m)])
     dt = ops.relu_backward(sum(dz), cache.fc_relu)                # z feeds every branch's logits
     dt, dg_fc, db_fc = ops.batch_norm2d_backward(dt, cache.fc_bn)
     ds, dw_fc, _ = ops.conv2d_backward(dt, cache.fc)
-    du_sum = ops.global_avg_pool2d_backward(ds, cache.squeeze)    # U = sum_i U_i: each gets it
+    du_sum = ds / (h * w)                                         # U = sum_i U_i: each gets it
     grads = {}
-    dx_branches = []
+    dx = None
     for i, b in enumerate(cache.branches):
-        du = du_select[i] + du_sum                                # U_i feeds its product and U
-        dt = ops.relu_backward(du, b.relu)
+        dt = _branch_gradient(xp, dv, cache.softmax.y[:, i, ...], du_sum, us[i])
         dt, dg, db = ops.batch_norm2d_backward(dt, b.bn)
         dx_i, dw, _ = ops.conv2d_backward(dt, b.conv)
-        dx_branches.append(dx_i)
+        dx = dx_i if dx is None else add_into(dx, dx_i)           # x feeds every branch
         grads.update({f"convs.{i}.0.weight": dw, f"convs.{i}.1.weight": dg, f"convs.{i}.1.bias": db})
-    dx = sum(dx_branches)                                         # x feeds every branch
     grads.update({"fc.0.weight": dw_fc, "fc.1.weight": dg_fc, "fc.1.bias": db_fc})
     for i in range(m):
         grads.update({f"fcs.{i}.weight": dw_fcs[i], f"fcs.{i}.bias": db_fcs[i]})
