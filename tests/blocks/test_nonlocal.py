@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from npattn.backend import all_within, exp_into
 from npattn.blocks import NonLocal, nonlocal_backward, nonlocal_forward
+import npattn.blocks.nonlocal_ as nonlocal_module
 from npattn.blocks.nonlocal_ import nonlocal_backward_by_ops, nonlocal_forward_by_ops
 from npattn.gradcheck import check_module
 
@@ -111,9 +112,11 @@ def test_pure_pair_matches_module(backend, mode):
 @settings(deadline=None)
 @given(channels=st.integers(1, 4), inter=st.integers(1, 3), n=st.integers(1, 2),
        h=st.integers(1, 4), w=st.integers(1, 4), mode=st.sampled_from(MODES),
-       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))
+       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16),
+       try_bound=st.booleans())
 def test_fused_pair_matches_the_op_by_op_spec(backend, channels, inter, n, h, w, mode, dtype,
-                                              seed):
+                                              seed, try_bound, monkeypatch):
+    monkeypatch.setattr(nonlocal_module, "_BOUND_MIN_ENTRIES", 0 if try_bound else 2**19)
     module = NonLocal(channels, inter, mode, rng=seed, dtype=dtype).to(backend.xp)
     params = dict(module.params)
     rng = np.random.default_rng(seed)
@@ -137,7 +140,6 @@ def test_fused_pair_matches_the_op_by_op_spec(backend, channels, inter, n, h, w,
 @pytest.mark.parametrize("mode", MODES)
 def test_fused_backward_over_several_row_blocks(backend, mode, monkeypatch):
     """The backward's loop over blocks of rows (whole samples up to 1024 rows) with 4 blocks."""
-    import npattn.blocks.nonlocal_ as nonlocal_module
     monkeypatch.setattr(nonlocal_module, "ROW_BLOCK", 3)
     module = NonLocal(3, 2, mode, rng=7, dtype="float64").to(backend.xp)
     rng = np.random.default_rng(8)
@@ -164,12 +166,17 @@ def _constant_logits_params(module, value, dtype):
     return params
 
 
+@pytest.mark.parametrize("try_bound", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("logit", [-1000.0, -25.0, 55.0, 250.0, 1e4])
-def test_fused_pair_matches_the_spec_at_extreme_logits(backend, dtype, logit):
+def test_fused_pair_matches_the_spec_at_extreme_logits(backend, dtype, logit, try_bound,
+                                                       monkeypatch):
     """Row maxima of f outside the range where the forward skips subtracting them (float32
-    [-20, 60], float64 [-300, 300]) and just inside them: the fused pair equals the spec, and
-    the map is uniform (every f_ij is equal)."""
+    [-20, 60], float64 [-300, 300]) and just inside them, with and without the bound on |f|
+    that skips the maxima too (tried from 2**19 entries; here from 0): the fused pair equals
+    the spec, and the map is uniform (every f_ij is equal)."""
+    if try_bound:
+        monkeypatch.setattr(nonlocal_module, "_BOUND_MIN_ENTRIES", 0)
     module = NonLocal(3, 2, rng=9, dtype=dtype)
     params = {k: backend.asarray(v) for k, v in _constant_logits_params(module, logit, dtype).items()}
     rng = np.random.default_rng(10)
