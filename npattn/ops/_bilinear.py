@@ -32,7 +32,7 @@ from typing import Any, Callable, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from ..backend import (get_threads, is_numpy, run_parts, scatter_add, scatter_add_weighted, sum_of_products,
+from ..backend import (run_parts, scatter_add, scatter_add_weighted, sum_of_products,
                        weighted_sum)
 
 __all__ = ["Corners", "corners", "padded_source", "corner_weights",
@@ -286,19 +286,21 @@ def _gather(xp: Any, image: Any, index: Any) -> Any:
     return xp.reshape(values, (image.shape[0], k, s))
 
 
-def image_blocks(images: int, points: int, xp: Any) -> list[slice]:
-    """Consecutive blocks of images whose corners are located together (:func:`sample_images`).
-
-    At most :data:`POINTS_PER_BLOCK` points per block (large images one at a time: their corner
-    arrays stay in cache instead of being faulted in anew), and on NumPy at least one block per
-    thread (:func:`~npattn.backend.get_threads`), so that the blocks can be shared.  (Other
-    libraries do not split between threads; their blocks do not depend on the setting.)
-    """
-    if images == 0:
-        return []
-    threads = get_threads() if is_numpy(xp) else 1
-    per = max(1, min(-(-images // threads), POINTS_PER_BLOCK // max(points, 1)))
+def image_blocks(images: int, points: int) -> list[slice]:
+    """Consecutive blocks of images whose corners are located together (:func:`sample_images`):
+    at most :data:`POINTS_PER_BLOCK` points each (large images one at a time, so that their
+    corner arrays stay in cache instead of being faulted in anew)."""
+    per = max(1, POINTS_PER_BLOCK // max(points, 1))
     return [slice(i, min(i + per, images)) for i in range(0, images, per)]
+
+
+def _each_image(xp: Any, fn: Callable[[int, int], None], blk: slice, size: int) -> None:
+    """``fn(i, j)`` for every image ``i`` of the block (``j`` its place in the block), the
+    images split between threads on NumPy (:func:`~npattn.backend.run_parts`).  The block's
+    small per-point work stays on the calling thread: shared out, its many short NumPy calls
+    would pass the GIL back and forth."""
+    run_parts(lambda part: [fn(i, i - blk.start) for i in range(part.start, part.stop)],
+              [slice(i, i + 1) for i in range(blk.start, blk.stop)], xp, size)
 
 
 def sample_images(src: Any, locate: Callable[[slice], ImageCorners], points: int) -> Any:
@@ -306,20 +308,20 @@ def sample_images(src: Any, locate: Callable[[slice], ImageCorners], points: int
 
     ``src`` (B, R, H*W) holds the images (0 read at index ``H*W``); ``locate(blk)`` returns the
     :class:`ImageCorners` of the images ``blk`` (a slice of the batch), ``points`` is ``S``.
-    Block by block of images (:func:`image_blocks`, split between threads): the block's corners,
-    then image by image the K pixels of every point gathered by one ``take`` from the image with
-    its zero pixel appended, weighed and summed over K (:func:`~npattn.backend.weighted_sum`).
+    Block by block of images (:func:`image_blocks`): the block's corners, then image by image
+    (split between threads) the K pixels of every point gathered by one ``take`` from the image
+    with its zero pixel appended, weighed and summed over K (:func:`~npattn.backend.weighted_sum`).
     """
     xp = array_namespace(src)
     b, r, _ = src.shape
     out = xp.empty((b, r, points), dtype=src.dtype, device=device(src))
-
-    def block(blk: slice) -> None:
+    for blk in image_blocks(b, points):
         c = locate(blk)
-        for j, i in enumerate(range(blk.start, blk.stop)):
+
+        def one(i: int, j: int) -> None:
             out[i, ...] = weighted_sum(_gather(xp, src[i, ...], c.index[j, ...]), c.weight[j, ...])
 
-    run_parts(block, image_blocks(b, points, xp), xp, src.size + out.size)
+        _each_image(xp, one, blk, (blk.stop - blk.start) * r * (points + src.shape[2]))
     return out
 
 
@@ -330,9 +332,10 @@ def sample_images_backward(g: Any, src: Any, locate: Callable[[slice], ImageCorn
     ``dsrc[b][:, q] = sum_{k, s : index[b, k, s] == q} weight[b, k, s] * g[b][:, s]``, shape
     (B, R, H*W): per block of images (:func:`image_blocks`), the indices shifted to the bins
     ``b*(H*W+1) + index`` of the block's images and one
-    :func:`~npattn.backend.scatter_add_weighted` per row over them, the zero pixels' bins
-    dropped.  The coordinates (bilinear only; None for one pixel per point), each (B, S): with
-    ``s_k = sum_r g[b][r] * v_k[r]`` (``v_k`` the gathered corners, 0 outside)::
+    :func:`~npattn.backend.scatter_add_weighted` per row over them (the rows split between
+    threads), the zero pixels' bins dropped.  The coordinates (bilinear only; None for one pixel
+    per point), each (B, S): with ``s_k = sum_r g[b][r] * v_k[r]`` (``v_k`` the gathered
+    corners, 0 outside; image by image, split between threads)::
 
         dpy = (1 - lx) (s_10 - s_00) + lx (s_11 - s_01)
         dpx = (1 - ly) (s_01 - s_00) + ly (s_11 - s_10)
@@ -350,35 +353,32 @@ def sample_images_backward(g: Any, src: Any, locate: Callable[[slice], ImageCorn
     xp = array_namespace(g, src)
     b, r, hw = src.shape
     s, dev = g.shape[2], device(g)
-    blocks = image_blocks(b, s, xp)
-    # one block: its (R, B, H*W) result read as (B, R, H*W) is dsrc, no copy
-    dsrc = [None] if len(blocks) == 1 else xp.empty((b, r, hw), dtype=g.dtype, device=dev)
+    blocks = image_blocks(b, s)
+    if len(blocks) != 1:
+        dsrc = xp.zeros((b, r, hw), dtype=g.dtype, device=dev)
     dpy, dpx = (xp.empty((b, s), dtype=g.dtype, device=dev) for _ in range(2))
-
-    def block(blk: slice) -> None:
+    for blk in blocks:
         c, nb = locate(blk), blk.stop - blk.start
-        first = xp.arange(nb, dtype=xp.int64, device=dev) * (hw + 1)
+        first = xp.reshape(xp.arange(nb, dtype=xp.int64, device=dev) * (hw + 1), (nb, 1, 1))
         rows = xp.permute_dims(xp.reshape(g[blk, ...], (nb, r, 1, s)), (1, 0, 2, 3))  # (R, nb, 1, S)
-        bins = scatter_add_weighted(c.index + xp.reshape(first, (nb, 1, 1)), c.weight, rows,
-                                    nb * (hw + 1))
+        bins = scatter_add_weighted(c.index + first, c.weight, rows, nb * (hw + 1))
         d = xp.permute_dims(xp.reshape(bins, (r, nb, hw + 1))[:, :, :hw], (1, 0, 2))
-        if isinstance(dsrc, list):
-            dsrc[0] = d
+        if len(blocks) == 1:
+            dsrc = d                                     # one block: its result read as dsrc
         else:
             dsrc[blk, ...] = d
         if c.ly is None:
-            return
+            continue
         sums = xp.empty((nb, corners, s), dtype=g.dtype, device=dev)
-        for j, i in enumerate(range(blk.start, blk.stop)):
+
+        def one(i: int, j: int) -> None:
             v = _gather(xp, src[i, ...], c.index[j, ...])                  # (R, K, S)
             gi = xp.broadcast_to(xp.reshape(g[i, ...], (r, 1, s)), tuple(v.shape))
             sums[j, ...] = xp.reshape(sum_of_products(gi, v, (0,)), (corners, s))
+
+        _each_image(xp, one, blk, nb * r * (s + hw))
         s00, s01, s10, s11 = (sums[:, k, :] for k in range(4))
         hy, hx = 1.0 - c.ly, 1.0 - c.lx
         dpy[blk, ...] = hx * (s10 - s00) + c.lx * (s11 - s01)
         dpx[blk, ...] = hy * (s01 - s00) + c.ly * (s11 - s10)
-
-    run_parts(block, blocks, xp, src.size + g.size)
-    if isinstance(dsrc, list):
-        dsrc = dsrc[0] if blocks else xp.zeros((b, r, hw), dtype=g.dtype, device=dev)
     return (dsrc, dpy, dpx) if corners == 4 else (dsrc, None, None)
