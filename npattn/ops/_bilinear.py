@@ -22,8 +22,10 @@ in PyTorch).  Coordinates are ``(B, S)``: ``S`` sample points per image; samples
 Image by image (grid_sample).  The second half of this module keeps each image in its own
 layout ``(B, R, H*W)`` (a view of an NCHW array, no transposes): :class:`ImageCorners` holds
 flat positions ``y*W + x`` within each image, ``H*W`` for the zero pixel appended to that image
-alone, and every image is gathered and weighed on its own (it stays in cache), the images split
-between threads on NumPy.  The scatter of the backward runs per row over the bins of all images.
+alone.  The batch goes in blocks of images whose corners are located together
+(:func:`image_blocks`); every image is gathered and weighed on its own (it stays in cache), the
+images of a block split between threads on NumPy; the backward's scatter runs per row over the
+bins of a block's images.
 """
 
 from __future__ import annotations
