@@ -11,7 +11,7 @@ functions only, and a faster path for the libraries that have one:
 * :func:`scatter_add` -- sum values into bins given by integer indices (``np.add.at``).
 
 The fast paths (the last section) compute standard things faster on NumPy, each beside its
-portable spelling: :func:`multiply`, :func:`add_into`, :func:`multiply_into`,
+portable spelling: :func:`multiply`, :func:`add_into`, :func:`multiply_into`, :func:`multiply_to`,
 :func:`keep_where`, :func:`sum_over`,
 :func:`sum_of_products`, :func:`first_max`, :func:`add_at`, :func:`map_last_axis`,
 :func:`exp_into`, :func:`all_within`.  On large
@@ -49,6 +49,7 @@ __all__ = [
     "multiply",
     "add_into",
     "multiply_into",
+    "multiply_to",
     "map_last_axis",
     "keep_where",
     "sum_over",
@@ -387,6 +388,25 @@ def multiply_into(target: Any, b: Any, *, fast: bool = True) -> Any:
     if not _in_place(np.multiply, target, b, fast):
         target *= b
     return target
+
+
+def multiply_to(out: Any, a: Any, b: Any, *, fast: bool = True) -> Any:
+    """``out[...] = a * b`` (``a`` and ``b`` broadcast to ``out``'s shape); returns ``out``.
+
+    For a caller that gives up an array of its own: the product lands in memory already mapped
+    instead of a fresh array (at 98 MiB a fresh one's page faults cost about a quarter of the
+    pass, measured 26-27 against 21 ms).  ``out`` may be ``a`` or ``b`` itself.  Spec: slice
+    assignment of the product (a temporary).  NumPy's fast path: ``multiply(a, b, out=out)``,
+    the batch axis split between the threads.
+    """
+    xp = array_namespace(out, a, b)
+    if fast and is_numpy(xp) and out.ndim:
+        n = out.ndim
+        _run_parts(lambda r: np.multiply(_rows(a, r, n, out.shape[0]), _rows(b, r, n, out.shape[0]),
+                                         out=out[r]), _row_parts(out.shape[0], out.size))
+        return out
+    out[...] = a * b
+    return out
 
 
 def _sum_is_finite(a: np.ndarray) -> bool:
