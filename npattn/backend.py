@@ -655,17 +655,41 @@ def run_parts(fn: Callable[[Any], None], parts: list[Any], xp: ModuleType, size:
     _run_parts(fn, list(parts), parallel=is_numpy(xp) and size >= PARALLEL_MIN_ELEMENTS)
 
 
-def weighted_sum(values: Any, weights: Any, *, fast: bool = True) -> Any:
+def _into(out: Any, result: Any) -> Any:
+    """``result`` written into ``out`` when one is given (then ``out`` is returned)."""
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def weighted_sum(values: Any, weights: Any, *, out: Any = None, fast: bool = True) -> Any:
     """``sum(values * weights, axis=1)`` for ``values`` (R, K, S) and ``weights`` (K, S): (R, S).
 
-    The bilinear samples from their K gathered corners.  NumPy's fast path is one ``einsum``
-    (``"rks,ks->rs"``) without the (R, K, S) product: 1.1 ms against 1.4 ms for the product and
-    the sum at 8 images of (64, 4, 784) float32.
+    The bilinear samples from their K gathered corners; written into ``out`` (R, S) when given.
+    NumPy's fast path is one ``einsum`` (``"rks,ks->rs"``) without the (R, K, S) product, straight
+    into ``out``: 1.1 ms against 1.4 ms for the product and the sum at 8 images of (64, 4, 784)
+    float32.
     """
     xp = array_namespace(values, weights)
     if fast and is_numpy(xp):
-        return np.einsum("rks,ks->rs", values, weights)
-    return xp.sum(values * weights, axis=1)
+        return np.einsum("rks,ks->rs", values, weights, out=out)
+    return _into(out, xp.sum(values * weights, axis=1))
+
+
+def channel_dots(g: Any, values: Any, *, out: Any = None, fast: bool = True) -> Any:
+    """``sum(g[:, None, :] * values, axis=0)`` for ``g`` (R, S) and ``values`` (R, K, S): (K, S).
+
+    The dot products over the rows (channels) of a cotangent with each of K gathered corners;
+    written into ``out`` (K, S) when given.  NumPy's fast path is one ``einsum``
+    (``"rs,rks->ks"``) straight into ``out``: 25 against 32 us (float32) and 66 against 80 us
+    (float64) per (64, 4, 784) image for :func:`sum_of_products` of a broadcast ``g`` and a copy.
+    """
+    xp = array_namespace(g, values)
+    if fast and is_numpy(xp):
+        return np.einsum("rs,rks->ks", g, values, out=out)
+    r, s = g.shape
+    return _into(out, xp.sum(xp.reshape(g, (r, 1, s)) * values, axis=0))
 
 
 def scatter_add_weighted(index: Any, weights: Any, rows: Any, size: int, *,
@@ -724,7 +748,7 @@ def scatter_add_weighted(index: Any, weights: Any, rows: Any, size: int, *,
                                rows.dtype) for i in range(r)], axis=0)
 
 
-__all__ += ["run_parts", "weighted_sum", "scatter_add_weighted"]
+__all__ += ["run_parts", "weighted_sum", "channel_dots", "scatter_add_weighted"]
 
 
 # ------------------------------------------------------------- element-wise work block by block
@@ -850,3 +874,20 @@ def matvec(a: Any, b: Any, *, fast: bool = True) -> Any:
 
 
 __all__ += ["matvec"]
+
+
+def maximum_into(target: Any, low: float) -> Any:
+    """``maximum(target, low)`` (a NaN stays NaN), computed in ``target``'s memory where the
+    library allows it; returns the result.  ``target`` must be an array the caller owns.
+
+    Spec: ``xp.maximum(target, low)``, a fresh array.  NumPy's fast path writes it in place
+    (``np.maximum(..., out=target)``): a ReLU on a fresh intermediate without a second
+    full-size array.
+    """
+    xp = array_namespace(target)
+    if is_numpy(xp):
+        return np.maximum(target, low, out=target)
+    return xp.maximum(target, xp.asarray(low, dtype=target.dtype, device=device(target)))
+
+
+__all__ += ["maximum_into"]
