@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import ops
-from ..backend import (add_into, batch_channel_blocks, keep_where, namespace, run_blocks,
-                       store_scaled, sum_of_products, sum_over)
+from ..backend import (add_into, batch_channel_blocks, keep_where, maximum_into, namespace,
+                       run_blocks, store_scaled, sum_of_products, sum_over)
 from ..checks import argument_error, check_float_array, check_int, check_shape
 from ..init import as_generator
+from ..ops.activation import OutputCache
 from ._base import check_odd, take_params
 from ._parts import (BatchNormBlock, BatchNorms, add_conv, batch_norm_shapes, check_bn_settings,
                      take_buffers, updated_buffers)
@@ -142,7 +143,8 @@ def selective_kernel_forward(x: Any, params: dict[str, Any], kernels: tuple[int,
         t, c_conv = ops.conv2d_forward(x, p[f"convs.{i}.0.weight"], padding=dil, dilation=dil,
                                        groups=groups)
         t, c_bn = bn.forward(f"convs.{i}.1", t)
-        u, c_relu = ops.relu_forward(t)                                      # U_i
+        u = maximum_into(t, 0.0)              # U_i = relu(t), in BN's fresh output on NumPy
+        c_relu = OutputCache(u)                                              # relu's cache
         us.append(u)
         sums.append(sum_over(u, (2, 3)))                                     # sum_hw U_i
         branches.append(BranchCache(c_conv, c_bn, c_relu))
