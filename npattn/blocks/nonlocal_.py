@@ -26,7 +26,8 @@ from typing import Any, NamedTuple
 from array_api_compat import device
 
 from .. import ops
-from ..backend import add_into, all_within, exp_into, multiply_into, namespace, sum_of_products, sum_over
+from ..backend import (add_into, all_within, exp_into, multiply_into, namespace, sum_of_products,
+                       sum_over)
 from ..checks import argument_error, check_float_array, check_int, check_shape
 from ..init import as_generator, bias_uniform, fan_in, kaiming_uniform
 from ._base import Block, take_params
@@ -60,14 +61,15 @@ class NonLocalCache(NamedTuple):
     v: Any                     # x as (N, C, P), P = H W
     w_embed: Any               # (3 Ci + 1, C): the weights of theta, phi, g and a zero row
     embed: Any                 # (N, 3 Ci + 1, P): theta, phi, g and a row of ones
-    weights: Any               # e (N, P, P): exp(f - max_j f) (embedded Gaussian), or f
+    weights: Any               # e (N, P, P): exp(f - max_j f) or exp(f) (embedded Gaussian), or f
     rowsum: Any                # s: sum_j e (N, P, 1) (embedded Gaussian), or the int P
     y: Any                     # (N, Ci, P): the attended g, y_i = sum_j a_ij g_j
     w_out: Any                 # (C, Ci)
 
     @property
     def map(self) -> Any:
-        """``a = e / s`` (N, P, P): row i holds the weights position i gives every position."""
+        """``a = e / s`` (N, P, P), computed on each access: row i holds the weights position
+        i gives every position."""
         return self.weights / self.rowsum
 
 
@@ -118,9 +120,10 @@ def nonlocal_forward(x: Any, params: dict[str, Any],
               y_i = \\sum_j a_{ij} g_j,\\quad z = x + W_z y + b_z
 
     Computed as ``e = exp(f - max_j f)``, ``s = sum_j e`` and ``y = (g e^T) / s`` (embedded
-    Gaussian) or ``e = f``, ``s = P`` (dot product): the normalisation divides the (N, Ci, P)
-    product, not the (N, P, P) weights.  The result equals :func:`nonlocal_forward_by_ops`
-    up to rounding.
+    Gaussian; the maxima are neither taken nor subtracted where NumPy knows them to be safe,
+    a factor per row that ``s`` carries too) or ``e = f``, ``s = P`` (dot product): the
+    normalisation divides the (N, Ci, P) product, not the (N, P, P) weights.  The result
+    equals :func:`nonlocal_forward_by_ops` up to rounding.
 
     Parameters
     ----------
