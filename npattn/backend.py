@@ -891,3 +891,28 @@ def maximum_into(target: Any, low: float) -> Any:
 
 
 __all__ += ["maximum_into"]
+
+
+def store_sigmoid_of_sum(target: Any, index: tuple[Any, ...], a: Any, b: Any, *,
+                         fast: bool = True) -> Any:
+    """``target[index] = sigmoid(a + b)`` (``a`` and ``b`` broadcast against the block), with
+    ``sigmoid_forward``'s formula and order, ``0.5 * (tanh(0.5 * z) + 1)``; returns ``target``.
+
+    Spec: the slice assignment of that expression.  NumPy's fast path computes it in the view
+    ``target[index]`` itself (the sum with ``out=``, then four steps in place): no block-sized
+    temporaries and no copy into ``target``; the same numbers bit for bit.
+    """
+    xp = array_namespace(target, a, b)
+    if fast and is_numpy(xp):
+        view = target[index]
+        np.add(a, b, out=view)
+        view *= 0.5
+        np.tanh(view, out=view)
+        view += 1.0
+        view *= 0.5
+        return target
+    target[index] = 0.5 * (xp.tanh(0.5 * (a + b)) + 1.0)
+    return target
+
+
+__all__ += ["store_sigmoid_of_sum"]

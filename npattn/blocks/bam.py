@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 from array_api_compat import device
 
 from .. import ops
-from ..backend import batch_channel_blocks, namespace, run_blocks, sum_over
+from ..backend import (batch_channel_blocks, namespace, run_blocks, store_scaled,
+                       store_sigmoid_of_sum, sum_over)
 from ..checks import argument_error, check_float_array, check_int, check_shape
 from ..init import as_generator
 from ._base import hidden_width, take_params
@@ -150,20 +151,17 @@ def _gate_forward(xp: Any, x: Any, m_c: Any, m_s: Any) -> tuple[Any, Any]:
     """``M = sigmoid(m_c + m_s)`` (``sigmoid_forward`` of the broadcast sum) and
     ``y = x * (1 + M)`` (``mul_forward``): the same operations in the same order, computed block
     by block (:func:`~npattn.backend.batch_channel_blocks`; on NumPy about 256 KiB of ``x`` per
-    block, else one block).  What it buys: the sum, the sigmoid's four steps and ``1 + M`` are
-    block-sized temporaries in cache instead of six fresh full-size arrays (at 32x256x56x56
-    each is 98 MiB mapped and faulted in anew); only ``M`` and ``y`` are full-size."""
+    block, else one block).  What it buys: the sum and the sigmoid's four steps run in ``M``'s
+    block itself (:func:`~npattn.backend.store_sigmoid_of_sum`) and ``x (1 + M)`` is written
+    straight into ``y``'s (:func:`~npattn.backend.store_scaled`), ``1 + M`` a block-sized
+    temporary, instead of six fresh full-size arrays (at 32x256x56x56 each is 98 MiB mapped
+    and faulted in anew); only ``M`` and ``y`` are full-size."""
     g, y = xp.empty_like(x), xp.empty_like(x)
 
     def block(where: tuple[slice, slice]) -> None:
         s, ch = where
-        gb = m_c[s, ch, ...] + m_s[s, ...]                                # z, the broadcast sum
-        gb *= 0.5                                               # sigmoid(z) = (tanh(z/2) + 1)/2
-        gb = xp.tanh(gb)
-        gb += 1.0
-        gb *= 0.5
-        g[s, ch, ...] = gb
-        y[s, ch, ...] = x[s, ch, ...] * (1.0 + gb)
+        store_sigmoid_of_sum(g, (s, ch, ...), m_c[s, ch, ...], m_s[s, ...])   # M = sigmoid(z)
+        store_scaled(y, (s, ch, ...), x[s, ch, ...], 1.0 + g[s, ch, ...])      # y = x (1 + M)
 
     run_blocks(block, batch_channel_blocks(x), x.size)
     return g, y
