@@ -656,7 +656,8 @@ def run_parts(fn: Callable[[Any], None], parts: list[Any], xp: ModuleType, size:
 
 
 def _into(out: Any, result: Any) -> Any:
-    """``result`` written into ``out`` when one is given (then ``out`` is returned)."""
+    """``result`` written into ``out`` when one is given (then ``out`` is returned).  ``out`` may
+    be a basic-slicing view of a larger array: NumPy, CuPy and array-api-strict write through it."""
     if out is None:
         return result
     out[...] = result

@@ -1,6 +1,6 @@
 """scatter_add: each library's path against an explicit loop and against the portable
 sort-and-cumulative-sum version; repeated, empty and boundary bins; dtypes; no mutation.  The
-helpers of image-by-image sampling (scatter_add_weighted, weighted_sum, run_parts): fast paths
+helpers of image-by-image sampling (scatter_add_weighted, weighted_sum, channel_dots, run_parts): fast paths
 against portable ones and loops, rows split between threads."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npattn import backend as npattn_backend
-from npattn.backend import (run_parts, scatter_add, scatter_add_portable, scatter_add_weighted,
-                            weighted_sum)
+from npattn.backend import (channel_dots, run_parts, scatter_add, scatter_add_portable,
+                            scatter_add_weighted, weighted_sum)
 
 
 
@@ -126,6 +126,19 @@ def test_scatter_add_weighted_rows_split_between_threads(monkeypatch, rng):
         npattn_backend.set_threads(previous)
 
 
+def check_fast_portable_and_out(backend, fn, args, want):
+    """``fn(*args)`` on both paths, fresh and into a view of a larger array, against ``want``."""
+    args = [backend.asarray(a) for a in args]
+    for fast in (True, False):
+        got = fn(*args, fast=fast)
+        assert tuple(got.shape) == want.shape
+        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=1e-12)
+        big = backend.asarray(np.full((2, *want.shape), 7.0))
+        assert fn(*args, out=big[1, ...], fast=fast) is not None
+        np.testing.assert_allclose(backend.to_numpy(big)[1], want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(backend.to_numpy(big)[0], 7.0)
+
+
 @given(seed=st.integers(0, 2**32 - 1), r=st.integers(0, 3), k=st.integers(1, 4), s=st.integers(0, 5))
 def test_weighted_sum_matches_loop_fast_and_portable(backend, seed, r, k, s):
     rng = np.random.default_rng(seed)
@@ -133,10 +146,17 @@ def test_weighted_sum_matches_loop_fast_and_portable(backend, seed, r, k, s):
     want = np.zeros((r, s))
     for j in range(k):
         want += values[:, j, :] * weights[j]
-    for fast in (True, False):
-        got = weighted_sum(backend.asarray(values), backend.asarray(weights), fast=fast)
-        assert tuple(got.shape) == (r, s)
-        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=1e-12)
+    check_fast_portable_and_out(backend, weighted_sum, (values, weights), want)
+
+
+@given(seed=st.integers(0, 2**32 - 1), r=st.integers(0, 3), k=st.integers(1, 4), s=st.integers(0, 5))
+def test_channel_dots_match_loop_fast_and_portable(backend, seed, r, k, s):
+    rng = np.random.default_rng(seed)
+    g, values = rng.standard_normal((r, s)), rng.standard_normal((r, k, s))
+    want = np.zeros((k, s))
+    for c in range(r):
+        want += g[c] * values[c]
+    check_fast_portable_and_out(backend, channel_dots, (g, values), want)
 
 
 def test_run_parts_calls_every_part_once(monkeypatch):

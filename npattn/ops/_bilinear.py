@@ -34,8 +34,7 @@ from typing import Any, Callable, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from ..backend import (run_parts, scatter_add, scatter_add_weighted, sum_of_products,
-                       weighted_sum)
+from ..backend import channel_dots, run_parts, scatter_add, scatter_add_weighted, weighted_sum
 
 __all__ = ["Corners", "corners", "padded_source", "corner_weights",
            "gather_corners", "combine", "sample", "sample_backward_src", "sample_backward_coords",
@@ -321,7 +320,7 @@ def sample_images(src: Any, locate: Callable[[slice], ImageCorners], points: int
         c = locate(blk)
 
         def one(i: int, j: int) -> None:
-            out[i, ...] = weighted_sum(_gather(xp, src[i, ...], c.index[j, ...]), c.weight[j, ...])
+            weighted_sum(_gather(xp, src[i, ...], c.index[j, ...]), c.weight[j, ...], out=out[i, ...])
 
         _each_image(xp, one, blk, (blk.stop - blk.start) * r * (points + src.shape[2]))
     return out
@@ -374,9 +373,7 @@ def sample_images_backward(g: Any, src: Any, locate: Callable[[slice], ImageCorn
         sums = xp.empty((nb, corners, s), dtype=g.dtype, device=dev)
 
         def one(i: int, j: int) -> None:
-            v = _gather(xp, src[i, ...], c.index[j, ...])                  # (R, K, S)
-            gi = xp.broadcast_to(xp.reshape(g[i, ...], (r, 1, s)), tuple(v.shape))
-            sums[j, ...] = xp.reshape(sum_of_products(gi, v, (0,)), (corners, s))
+            channel_dots(g[i, ...], _gather(xp, src[i, ...], c.index[j, ...]), out=sums[j, ...])
 
         _each_image(xp, one, blk, nb * r * (s + hw))
         s00, s01, s10, s11 = (sums[:, k, :] for k in range(4))
