@@ -842,25 +842,27 @@ def all_within(a: Any, low: float, high: float, *, fast: bool = True) -> bool | 
     return None
 
 
-# ------------------------------------------------------------- matrix-vector products, no BLAS
+# ------------------------------------------------------------------ thin products, no BLAS
 
-def matvec(a: Any, b: Any, *, fast: bool = True) -> Any:
-    """``matmul(a, b)`` for stacks of matrix-vector products: ``a`` of shape (..., 1, K) (a row
-    times matrices) or ``b`` of shape (..., K, 1) (matrices times a column), the leading axes
-    broadcast as ``matmul`` broadcasts them.
+def thin_matmul(a: Any, b: Any, *, fast: bool = True) -> Any:
+    """``matmul(a, b)`` for stacks of thin products: ``a`` of shape (..., 1, K) (a row times
+    matrices), ``b`` of shape (..., K, 1) (matrices times a column), or an inner size K of at
+    most 2 (a sum of one or two outer products); the leading axes broadcast as ``matmul``
+    broadcasts them.  Other shapes take ``matmul``.
 
-    Spec: ``xp.matmul(a, b)``.  Such a product is memory-bound (each entry of the matrix read
-    once for two flops).  NumPy's fast path is one ``einsum`` per share of the leading axis,
-    split between npattn's threads, without BLAS.  What it buys: OpenBLAS threads each product
-    of the stack on its own and waits on its worker at every call; when another process holds
-    one of the two cores that wait is a time slice per call, and GlobalContext's products on
-    (32, 256, 3136) float32 made its forward+backward take 1.2-1.7 s against 0.31 s with one
-    BLAS thread (benchmarks/NOTES-context-blocks.md).  On one quiet thread the einsum is about
-    25% slower than BLAS (7.1 against 5.8 ms at (32, 256, 3136) float32).
+    Spec: ``xp.matmul(a, b)``.  Such a product is memory-bound (each entry of the large operand
+    or of the output touched once for two or four flops).  NumPy's fast path is one ``einsum``
+    per share of the leading axis, split between npattn's threads, without BLAS.  What it buys:
+    OpenBLAS threads each product of the stack on its own and waits on its worker at every
+    call; when another process holds one of the two cores that wait is a time slice per call,
+    and GlobalContext's products on (32, 256, 3136) float32 made its forward+backward take
+    1.2-1.7 s against 0.31 s with one BLAS thread (benchmarks/NOTES-context-blocks.md).  What
+    it costs on one quiet thread: the einsum is about 25% slower than BLAS for a row or a
+    column (7.1 against 5.8 ms at (32, 256, 3136) float32), 15-80% for inner size 2.
     """
     xp = array_namespace(a, b)
     if (fast and is_numpy(xp) and a.ndim >= 2 and b.ndim >= 2
-            and (a.shape[-2] == 1 or b.shape[-1] == 1)):
+            and (a.shape[-2] == 1 or b.shape[-1] == 1 or a.shape[-1] <= 2)):
         lead = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
         if not lead:
             return np.einsum("ij,jk->ik", a, b)
@@ -869,12 +871,12 @@ def matvec(a: Any, b: Any, *, fast: bool = True) -> Any:
         n, rows = len(shape), shape[0]
         _run_parts(lambda r: np.einsum("...ij,...jk->...ik", _rows(a, r, n, rows),
                                        _rows(b, r, n, rows), out=out[r]),
-                   _row_parts(rows, max(a.size, b.size)))
+                   _row_parts(rows, max(a.size, b.size, out.size)))
         return out
     return xp.matmul(a, b)
 
 
-__all__ += ["matvec"]
+__all__ += ["thin_matmul"]
 
 
 def maximum_into(target: Any, low: float) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import ops
-from ..backend import add_into, namespace, sum_over
+from ..backend import add_into, thin_matmul, namespace, sum_over
 from ..checks import check_float_array, check_int, check_shape
 from ..init import as_generator
 from ._base import Block, hidden_width, take_params
@@ -55,7 +55,8 @@ def global_context_forward(x: Any, params: dict[str, Any]) -> tuple[Any, GlobalC
               t = W_3\\,\\mathrm{relu}(\\mathrm{LN}(W_0 c + b_0)) + b_3,\\quad y_p = x_p + t
 
     The 1x1 convolutions are matrix products: the mask's, a batched product of ``w_m^T``
-    (1, C) with x read as (N, C, HW); the bottleneck's, linear layers on (N, C) and (N, P)
+    (1, C) with x read as (N, C, HW) (:func:`~npattn.backend.thin_matmul`, as the pooling); the
+    bottleneck's, linear layers on (N, C) and (N, P)
     (their (P, C, 1, 1) and (C, P, 1, 1) weights read as (P, C) and (C, P)).
 
     Parameters
@@ -85,9 +86,9 @@ def global_context_forward(x: Any, params: dict[str, Any]) -> tuple[Any, GlobalC
     w3 = xp.reshape(p["channel_add_conv.3.weight"], (c, planes))
 
     v = xp.reshape(x, (n, c, h * w))                                         # positions flattened
-    k = xp.matmul(xp.matrix_transpose(w_mask), v) + p["conv_mask.bias"]      # (N, 1, HW)
+    k = thin_matmul(xp.matrix_transpose(w_mask), v) + p["conv_mask.bias"]      # (N, 1, HW)
     a, c_softmax = ops.softmax_forward(k, axis=-1)                           # over the positions
-    ctx = xp.reshape(xp.matmul(v, xp.matrix_transpose(a)), (n, c))           # sum_p a_p x_p
+    ctx = xp.reshape(thin_matmul(v, xp.matrix_transpose(a)), (n, c))           # sum_p a_p x_p
     t0, c_conv0 = ops.linear_forward(ctx, w0, p["channel_add_conv.0.bias"])  # (N, P)
     t1, c_norm = ops.layer_norm_forward(xp.reshape(t0, (n, planes, 1, 1)), (planes, 1, 1),
                                         p["channel_add_conv.1.weight"],
@@ -119,12 +120,12 @@ def global_context_backward(dy: Any, cache: GlobalContextCache) -> tuple[Any, di
     dctx, dw0, db0 = ops.linear_backward(xp.reshape(dt0, (n, -1)), cache.conv0)
     dctx = xp.reshape(dctx, (n, c, 1))
     a = cache.softmax.y                                           # (N, 1, HW)
-    da = xp.matmul(xp.matrix_transpose(dctx), v)                  # ctx = v a^T: da = dc^T v
+    da = thin_matmul(xp.matrix_transpose(dctx), v)                  # ctx = v a^T: da = dc^T v
     dk = ops.softmax_backward(da, cache.softmax)                  # (N, 1, HW)
-    dwm = xp.sum(xp.matmul(v, xp.matrix_transpose(dk)), axis=0)   # k = w_m^T v + b_m: sum_n v dk^T
+    dwm = xp.sum(thin_matmul(v, xp.matrix_transpose(dk)), axis=0)   # k = w_m^T v + b_m: sum_n v dk^T
     dbm = xp.reshape(xp.sum(dk), (1,))
     u = xp.concat([dctx, xp.broadcast_to(cache.w_mask, (n, c, 1))], axis=2)   # (N, C, 2)
-    dx = xp.matmul(u, xp.concat([a, dk], axis=1))                 # dv = dc a + w_m dk, (N, C, HW)
+    dx = thin_matmul(u, xp.concat([a, dk], axis=1))               # dv = dc a + w_m dk, (N, C, HW)
     dx = add_into(xp.reshape(dx, (n, c, h, w)), dy)               # + y = x + t3: dy itself
     return dx, {"conv_mask.weight": xp.reshape(dwm, (1, c, 1, 1)), "conv_mask.bias": dbm,
                 "channel_add_conv.0.weight": xp.reshape(dw0, (*dw0.shape, 1, 1)),
