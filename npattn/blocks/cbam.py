@@ -55,14 +55,18 @@ def cbam_forward(x: Any, params: dict[str, Any]) -> tuple[Any, CBAMCache]:
     return y, CBAMCache(c_ca, c_sa)
 
 
-def cbam_backward(dy: Any, cache: CBAMCache) -> tuple[Any, dict[str, Any]]:
+def cbam_backward(dy: Any, cache: CBAMCache, *, consume_cache: bool = False) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`cbam_forward`: the gates' backward in reverse order.
 
     ``dx`` comes back through both gates; each gate sums its own two paths.  ``dy1``, the
     gradient between the gates, is this function's own, so channel attention computes ``dx`` in
-    its memory (``overwrite_dy``).  See ``docs/blocks/cbam.md``.  ``dy`` is not modified.
+    its memory (``overwrite_dy``).  With ``consume_cache`` (the module's backward, which frees
+    the cache after), ``dy1`` is computed in the memory of ``y_1`` (``cache.sa.prod.a``, read
+    once before, for ``dM_s``): no fresh full-size array in the backward, and ``cache`` is spent.
+    See ``docs/blocks/cbam.md``.  ``dy`` is not modified.
     """
-    dy1, d_sa = spatial_attention_backward(dy, cache.sa)
+    y1 = cache.sa.prod.a if consume_cache else None               # spatial attention's input
+    dy1, d_sa = spatial_attention_backward(dy, cache.sa, dx_out=y1)
     dx, d_ca = channel_attention_backward(dy1, cache.ca, overwrite_dy=True)   # dy1 is ours
     return dx, {**prefixed("ca", d_ca), **prefixed("sa", d_sa)}
 
@@ -88,6 +92,9 @@ class CBAM(Block):
 
     pure_forward = staticmethod(cbam_forward)
     pure_backward = staticmethod(cbam_backward)
+
+    def _backward(self, dy: Any, cache: CBAMCache) -> tuple[Any, dict[str, Any]]:
+        return cbam_backward(dy, cache, consume_cache=True)   # backward() frees the cache after
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, *,
                  rng: Any = None, dtype: str = "float32") -> None:

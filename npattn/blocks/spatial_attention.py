@@ -67,15 +67,18 @@ def spatial_attention_forward(x: Any, params: dict[str, Any]) -> tuple[Any, Spat
     return y, SpatialAttentionCache(c_mean, c_max, c_conv, c_gate, c_prod, g)
 
 
-def spatial_attention_backward(dy: Any, cache: SpatialAttentionCache) -> tuple[Any, dict[str, Any]]:
+def spatial_attention_backward(dy: Any, cache: SpatialAttentionCache, *,
+                               dx_out: Any = None) -> tuple[Any, dict[str, Any]]:
     """Gradients of :func:`spatial_attention_forward`: ``(dx, {"conv.weight": ..., ["conv.bias": ...]})``.
 
     x feeds the product, the channel mean and the channel max: the product's term is a fresh
     array, and the two maps' terms are added into it.  See ``docs/blocks/spatial_attention.md``.
-    ``dy`` is not modified.
+    ``dy`` is not modified.  ``dx_out``: an array of x's shape that the caller gives up (CBAM's
+    own ``y_1``, this block's x, read here only for ``dM_s``), where ``dx`` is computed instead
+    of a fresh array.
     """
     namespace("spatial_attention_backward", dy=dy)
-    dx, dg = ops.mul_backward(dy, cache.prod)          # through y = x * M_s: dx = dy * M_s
+    dx, dg = ops.mul_backward(dy, cache.prod, out=dx_out)   # through y = x * M_s: dx = dy * M_s
     dz = ops.sigmoid_backward(dg, cache.gate)
     df, dw, db = ops.conv2d_backward(dz, cache.conv)
     df_mean, df_max = df[:, 0:1, ...], df[:, 1:2, ...]            # undo the concat

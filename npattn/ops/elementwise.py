@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 
-from ..backend import array_namespace, multiply, multiply_into, namespace, sum_of_products
+from ..backend import array_namespace, multiply, multiply_into, multiply_to, namespace, sum_of_products
 from ..checks import argument_error, check_float_array, check_same_dtype, check_shape
 from ._registry import register_op
 
@@ -97,7 +97,8 @@ def mul_forward(a: Any, b: Any) -> tuple[Any, MulCache]:
     return y, MulCache(a, b)
 
 
-def mul_backward(dy: Any, cache: MulCache, *, overwrite_dy: bool = False) -> tuple[Any, Any]:
+def mul_backward(dy: Any, cache: MulCache, *, overwrite_dy: bool = False,
+                 out: Any = None) -> tuple[Any, Any]:
     """``da = unbroadcast(dy * b, A)``, ``db = unbroadcast(dy * a, B)``.
 
     Parameters
@@ -108,6 +109,10 @@ def mul_backward(dy: Any, cache: MulCache, *, overwrite_dy: bool = False) -> tup
         The caller gives ``dy`` up (an intermediate gradient of its own): where ``a`` has the
         full shape, ``da`` is computed in ``dy``'s memory (``dy *= b``, after ``db``), which
         saves one full-size array.
+    out : array of the shape and dtype of ``dy``, optional
+        An array the caller gives up, where ``a`` has the full shape: ``da`` is written there
+        (``out[...] = dy * b``, after ``db``), memory already mapped instead of a fresh array.
+        It may be ``a`` itself (CBAM's own ``y_1``), whose last read is ``db``'s.
 
     Returns
     -------
@@ -116,9 +121,14 @@ def mul_backward(dy: Any, cache: MulCache, *, overwrite_dy: bool = False) -> tup
     a, b = cache
     check_shape("mul_backward", "dy", dy, broadcast_shape("mul_backward", a.shape, b.shape))
     namespace("mul_backward", dy=dy, a=a, b=b)
-    db = _factor_grad(dy, a, b.shape)                # first: it reads dy
+    db = _factor_grad(dy, a, b.shape)                # first: it reads dy (and a)
     if overwrite_dy and tuple(a.shape) == tuple(dy.shape):
         return multiply_into(dy, b), db
+    if out is not None and tuple(a.shape) == tuple(dy.shape):
+        check_shape("mul_backward", "out", out, tuple(dy.shape))
+        namespace("mul_backward", dy=dy, out=out)
+        check_same_dtype("mul_backward", dy=dy, out=out)
+        return multiply_to(out, dy, b), db
     return _factor_grad(dy, b, a.shape), db
 
 
