@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from array_api_compat import device
+
 from .. import ops
-from ..backend import multiply, multiply_into, namespace
+from ..backend import add_into, batch_channel_blocks, multiply_to, namespace, run_blocks
 from ..checks import check_float_array, check_int, check_shape
 from ..init import as_generator
 from ._base import take_params
@@ -114,7 +116,7 @@ def coord_attention_forward(x: Any, params: dict[str, Any], buffers: dict[str, A
     z_w, c_conv_w = ops.conv2d_forward(u_w, p["conv_w.weight"], p["conv_w.bias"])  # (N, C, 1, W)
     a_h, c_gate_h = ops.sigmoid_forward(z_h)
     a_w, c_gate_w = ops.sigmoid_forward(z_w)
-    y = multiply_into(multiply(x, a_h), a_w)                                 # x * a_h * a_w
+    y = _gated(xp, x, a_h, a_w)                                              # x * a_h * a_w
     return y, CoordAttentionCache(h, c_pool_h, c_pool_w, c_turn_in, c_conv1, c_bn1, c_act,
                                   c_turn_out, c_conv_h, c_conv_w, c_gate_h, c_gate_w, x,
                                   updated_buffers({"bn1": c_bn1}))
@@ -133,10 +135,7 @@ def coord_attention_backward(dy: Any, cache: CoordAttentionCache) -> tuple[Any, 
     check_shape("coord_attention_backward", "dy", dy, cache.x.shape)
     h = cache.h
     a_h, a_w = cache.gate_h.y, cache.gate_w.y
-    dm = multiply(dy, cache.x)                                    # through y = x * m
-    da_h = xp.matmul(dm, xp.matrix_transpose(a_w))                # sum_w dm a_w, (N, C, H, 1)
-    da_w = xp.matmul(xp.matrix_transpose(a_h), dm)                # sum_h a_h dm, (N, C, 1, W)
-    del dm                                                        # before dx: one at a time
+    da_h, da_w = _gate_grads(xp, dy, cache.x, a_h, a_w)           # through y = x * m
     dz_h = ops.sigmoid_backward(da_h, cache.gate_h)
     dz_w = ops.sigmoid_backward(da_w, cache.gate_w)
     du_h, dw_h, db_h = ops.conv2d_backward(dz_h, cache.conv_h)
@@ -148,12 +147,66 @@ def coord_attention_backward(dy: Any, cache: CoordAttentionCache) -> tuple[Any, 
     df, dw1, db1 = ops.conv2d_backward(dz, cache.conv1)
     df_h, df_w_t = df[:, :, :h, :], df[:, :, h:, :]               # undo the concat
     df_w = ops.permute_backward(df_w_t, cache.turn_in)
-    dx = multiply_into(multiply(dy, a_h), a_w)                    # the product's term, dy * m
-    dx = ops.mean_w_backward_add(dx, df_h, cache.pool_h)          # + the mean over W
-    dx = ops.mean_h_backward_add(dx, df_w, cache.pool_w)          # + the mean over H
+    dx = _input_grad(xp, dy, a_h, a_w, df_h, df_w)                # the three paths into x
     return dx, {"conv1.weight": dw1, "conv1.bias": db1, "bn1.weight": dg_bn, "bn1.bias": db_bn,
                 "conv_h.weight": dw_h, "conv_h.bias": db_h,
                 "conv_w.weight": dw_w, "conv_w.bias": db_w}
+
+
+# The full-size steps, block by block of (samples, channels) (batch_channel_blocks: on NumPy
+# about 256 KiB of x per block, else one block, the whole array): each reads its full-size
+# inputs once and writes its output once; the products land straight in the output's block
+# (multiply_to: NumPy's out=), and dm is block-sized, in cache.
+
+def _gated(xp: Any, x: Any, a_h: Any, a_w: Any) -> Any:
+    """``y = (x * a_h) * a_w``, both gates broadcast: no full-size map."""
+    y = xp.empty_like(x)
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        yb = multiply_to(y[s, ch, ...], x[s, ch, ...], a_h[s, ch, ...])     # x a_h, in y
+        multiply_to(yb, yb, a_w[s, ch, ...])                                 # then * a_w
+
+    run_blocks(block, batch_channel_blocks(x), x.size)
+    return y
+
+
+def _gate_grads(xp: Any, dy: Any, x: Any, a_h: Any, a_w: Any) -> tuple[Any, Any]:
+    """Through ``y = x * m``, ``m = a_h * a_w``: ``dm = dy * x`` (block-sized only), then each
+    gate's gradient, ``dm`` times the other gate summed over the axis it was broadcast along,
+    as a matrix-vector product per sample and channel: ``da_h = dm a_w^T`` (N, C, H, 1) and
+    ``da_w = a_h^T dm`` (N, C, 1, W)."""
+    n, c, h, w = dy.shape
+    da_h = xp.empty((n, c, h, 1), dtype=dy.dtype, device=device(dy))
+    da_w = xp.empty((n, c, 1, w), dtype=dy.dtype, device=device(dy))
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        dm = dy[s, ch, ...] * x[s, ch, ...]                                  # dm = dy x
+        da_h[s, ch, ...] = xp.matmul(dm, xp.matrix_transpose(a_w[s, ch, ...]))
+        da_w[s, ch, ...] = xp.matmul(xp.matrix_transpose(a_h[s, ch, ...]), dm)
+
+    run_blocks(block, batch_channel_blocks(dy), dy.size)
+    return da_h, da_w
+
+
+def _input_grad(xp: Any, dy: Any, a_h: Any, a_w: Any, df_h: Any, df_w: Any) -> Any:
+    """``dx = dy * a_h * a_w + df_h / W + df_w / H``: the product's term and the two strip
+    means' (``mean_w_backward``, ``mean_h_backward``: each spreads ``df / n`` over the axis it
+    averaged), summed block by block into one fresh array."""
+    h, w = dy.shape[2:]
+    dx = xp.empty_like(dy)
+    spread_h, spread_w = df_h / w, df_w / h                               # (N, C, H, 1), (N, C, 1, W)
+
+    def block(where: tuple[slice, slice]) -> None:
+        s, ch = where
+        dxb = multiply_to(dx[s, ch, ...], dy[s, ch, ...], a_h[s, ch, ...])
+        multiply_to(dxb, dxb, a_w[s, ch, ...])                               # dy m
+        add_into(dxb, spread_h[s, ch, ...])                                  # + the mean over W
+        add_into(dxb, spread_w[s, ch, ...])                                  # + the mean over H
+
+    run_blocks(block, batch_channel_blocks(dy), dy.size)
+    return dx
 
 
 class CoordAttention(BatchNormBlock):

@@ -111,3 +111,27 @@ def test_matches_pytorch_after_loading_its_state_dict():
     module = made(5, 2)
     x, dy = rng.standard_normal((2, 5, 3, 4)), rng.standard_normal((2, 5, 3, 4))
     assert_matches_torch(module, TorchCoordAtt(5, 1).double(), x, dy)
+
+
+@pytest.mark.parametrize("block_bytes, blocks", [(8, 15), (400, 9), (10**9, 1)])
+def test_blocks_and_threads_agree_with_one_block(monkeypatch, block_bytes, blocks):
+    """The full-size steps in runs of one or two channels (8 and 400 bytes a block; a channel
+    is 192), the whole array, and two threads give what one block gives."""
+    from blocking import in_blocks, one_block
+
+    from npattn.blocks import coord_attention_backward
+    rng = np.random.default_rng(3)
+    params = dict(CoordAttention(5, reduction=1, rng=1, dtype="float64").params)
+    x = rng.standard_normal((3, 5, 4, 6))
+    dy = rng.standard_normal(x.shape)
+
+    def both():
+        y, cache = coord_attention_forward(x, params)
+        return y, *coord_attention_backward(dy, cache)
+
+    y_one, dx_one, grads_one = one_block(monkeypatch, both)
+    y, dx, grads = in_blocks(monkeypatch, block_bytes, both, x, blocks)
+    np.testing.assert_allclose(y, y_one, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(dx, dx_one, rtol=1e-13, atol=1e-14)
+    for name in grads_one:
+        np.testing.assert_allclose(grads[name], grads_one[name], rtol=1e-13, atol=1e-14)

@@ -128,22 +128,17 @@ def test_matches_pytorch():
 def test_blocks_and_threads_agree_with_one_block(monkeypatch, block_bytes, blocks):
     """Runs of one or two channels (8 and 400 bytes a block; a channel is 192), the whole
     array, and two threads give what one block gives."""
-    import npattn.backend as backend
+    from blocking import in_blocks, one_block
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 5, 4, 6))
     dy = rng.standard_normal(x.shape)
-    monkeypatch.setattr(backend, "ELEMENTWISE_BLOCK_BYTES", 10**9)
-    y_one, cache_one = simam_forward(x)
-    dx_one, _ = simam_backward(dy, cache_one)
-    monkeypatch.setattr(backend, "ELEMENTWISE_BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 0)
-    previous = backend.set_threads(2)
-    try:
-        assert len(backend.batch_channel_blocks(x)) == blocks
+
+    def both():
         y, cache = simam_forward(x)
-        dx, _ = simam_backward(dy, cache)
-    finally:
-        backend.set_threads(previous)
+        return y, simam_backward(dy, cache)[0], cache.map
+
+    y_one, dx_one, map_one = one_block(monkeypatch, both)
+    y, dx, map_ = in_blocks(monkeypatch, block_bytes, both, x, blocks)
     np.testing.assert_allclose(y, y_one, rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(dx, dx_one, rtol=1e-13, atol=1e-14)
-    np.testing.assert_allclose(cache.map, cache_one.map, rtol=1e-14)
+    np.testing.assert_allclose(map_, map_one, rtol=1e-14)
