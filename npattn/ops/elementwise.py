@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-
 from ..backend import array_namespace, multiply, multiply_into, multiply_to, namespace, sum_of_products
 from ..checks import argument_error, check_float_array, check_same_dtype, check_shape
 from ._registry import register_op
@@ -121,13 +120,14 @@ def mul_backward(dy: Any, cache: MulCache, *, overwrite_dy: bool = False,
     a, b = cache
     check_shape("mul_backward", "dy", dy, broadcast_shape("mul_backward", a.shape, b.shape))
     namespace("mul_backward", dy=dy, a=a, b=b)
+    if out is not None:
+        check_shape("mul_backward", "out", out, tuple(dy.shape))
+        namespace("mul_backward", dy=dy, out=out)
+        check_same_dtype("mul_backward", dy=dy, out=out)
     db = _factor_grad(dy, a, b.shape)                # first: it reads dy (and a)
     if overwrite_dy and tuple(a.shape) == tuple(dy.shape):
         return multiply_into(dy, b), db
     if out is not None and tuple(a.shape) == tuple(dy.shape):
-        check_shape("mul_backward", "out", out, tuple(dy.shape))
-        namespace("mul_backward", dy=dy, out=out)
-        check_same_dtype("mul_backward", dy=dy, out=out)
         return multiply_to(out, dy, b), db
     return _factor_grad(dy, b, a.shape), db
 
