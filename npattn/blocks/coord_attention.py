@@ -89,7 +89,7 @@ def coord_attention_forward(x: Any, params: dict[str, Any], buffers: dict[str, A
     cache : CoordAttentionCache
         The ops' caches; ``cache.buffers`` the running statistics after this call (``None``
         when none were given); ``cache.map`` the product ``a_h * a_w`` (N, C, H, W), formed
-        when read.  ``y`` is ``(x * a_h) * a_w``, two passes without a full-size map.
+        when read.  ``y`` is ``(x * a_h) * a_w``, block by block, without a full-size map.
     """
     op = "coord_attention"
     xp = namespace(op, x=x)
@@ -127,9 +127,10 @@ def coord_attention_backward(dy: Any, cache: CoordAttentionCache) -> tuple[Any, 
 
     The running statistics get none (they are buffers).  ``y = x m`` with ``m = a_h a_w``:
     ``dm = dy x``, and each gate's gradient sums ``dm`` times the other gate over the other
-    axis, a batched matrix-vector product.  x feeds the product and both strip means: the
-    product's term ``dy a_h a_w`` is a fresh array and the means' terms are added into it on the
-    last two lines.  See ``docs/blocks/coord_attention.md``.  ``dy`` is not modified.
+    axis, a matrix-vector product per sample and channel (``_gate_grads``, ``dm`` only
+    block-sized).  x feeds the product and both strip means: ``_input_grad`` sums the three
+    terms block by block into one fresh array.  See ``docs/blocks/coord_attention.md``.
+    ``dy`` is not modified.
     """
     xp = namespace("coord_attention_backward", dy=dy)
     check_shape("coord_attention_backward", "dy", dy, cache.x.shape)
