@@ -6,8 +6,9 @@ x is averaged along W (one value per row, (N, C, H, 1)) and along H (one per col
 convolution C -> mip with bias, a batch norm and h-swish; split again, each strip goes through
 its own 1x1 convolution back to C with bias and a sigmoid.  ``mip = max(8, C // reduction)``.
 The batch norm normalises over N and the H + W strip positions together, as in the reference
-code.  Built only from :mod:`npattn.ops`; the backward is the forward read in reverse.
-Derivation: ``docs/blocks/coord_attention.md``.
+code.  Built from :mod:`npattn.ops`, with the full-size steps done block by block of
+(samples, channels); the backward is the forward read in reverse.  Derivation:
+``docs/blocks/coord_attention.md``.
 """
 
 from __future__ import annotations

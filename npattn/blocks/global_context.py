@@ -5,8 +5,9 @@ Squeeze-Excitation Networks and Beyond", ICCV Workshops 2019), with attention po
 Context modelling: a 1x1 convolution to one map, a softmax over the H W positions, and the
 positions of x averaged with those weights.  Transform ``T``: a 1x1 convolution C -> P, layer
 norm over (P, 1, 1), ReLU, a 1x1 convolution P -> C, all with bias.  The context vector is added
-to every position.  Built only from :mod:`npattn.ops`; the backward is the forward read in
-reverse.  Derivation: ``docs/blocks/global_context.md``.
+to every position.  Built from :mod:`npattn.ops` and, for the products with x, the backend's
+``thin_matmul``; the backward is the forward read in reverse.  Derivation:
+``docs/blocks/global_context.md``.
 """
 
 from __future__ import annotations
