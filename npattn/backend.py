@@ -325,10 +325,10 @@ def _row_parts(rows: int, size: int) -> list[slice]:
     return [slice(rows * k // threads, rows * (k + 1) // threads) for k in range(threads)]
 
 
-def _rows(a: np.ndarray, rows: slice, out_ndim: int, out_rows: int) -> np.ndarray:
+def _rows(a: Any, rows: slice, out_ndim: int, out_rows: int) -> Any:
     """The rows ``rows`` of operand ``a`` of an output with ``out_rows`` rows; an operand that
-    broadcasts along that axis (fewer dimensions, or size 1) is taken whole."""
-    if a.ndim == out_ndim and a.shape[0] == out_rows and out_rows != 1:
+    broadcasts along that axis (fewer dimensions, or size 1, or a Python scalar) is taken whole."""
+    if np.ndim(a) == out_ndim and a.shape[0] == out_rows and out_rows != 1:
         return a[rows]
     return a
 
@@ -344,7 +344,7 @@ def multiply(a: Any, b: Any, *, fast: bool = True) -> Any:
     between the threads (:func:`set_threads`).
     """
     xp = array_namespace(a, b)
-    if fast and is_numpy(xp) and _THREADS > 1 and a.ndim and b.ndim:
+    if fast and is_numpy(xp) and _THREADS > 1 and np.ndim(a) and np.ndim(b):
         shape = np.broadcast_shapes(a.shape, b.shape)
         size = int(np.prod(shape, dtype=np.int64))
         parts = _row_parts(shape[0], size) if len(shape) else [slice(None)]

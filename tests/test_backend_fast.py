@@ -236,7 +236,7 @@ def test_threaded_paths_agree_with_the_portable_ones(threaded, dtype, rng):
     y = rng.standard_normal((5, 7, 3, 4)).astype(dtype)
     gate = rng.standard_normal((5, 1, 3, 4)).astype(dtype)
     scale = rng.standard_normal((5, 7, 1, 1)).astype(dtype)
-    for b in (gate, scale, y, np.asarray(2.0, dtype=dtype)):
+    for b in (gate, scale, y, np.asarray(2.0, dtype=dtype), 0.5):
         np.testing.assert_array_equal(threaded.multiply(x, b), x * b)
         np.testing.assert_array_equal(threaded.add_into(x.copy(), b), x + b)
     for axes in [(1,), (2, 3), (1, 2, 3), (0,)]:
