@@ -110,3 +110,37 @@ def test_linear_op_passes_the_dot_product_test(backend, name, dtype):
     args, kwargs = example(name, backend, dtype)
     report = check_adjoint(spec.forward, spec.backward, *args, inputs=first_parameter(name), **kwargs)
     assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_threads_give_the_one_thread_results(name, dtype, monkeypatch):
+    """NumPy with every array split between two threads (no size threshold, cache blocks of a
+    few hundred bytes) against the calling thread alone: the examples are far below the sizes
+    where the threaded paths switch on by themselves."""
+    import npattn.backend as npattn_backend
+    from conftest import _make_backend
+    numpy_backend = _make_backend("numpy")
+    spec = REGISTRY[name]
+
+    def forward_backward():
+        args, kwargs = example(name, numpy_backend, dtype)
+        y, cache = spec.forward(*args, **kwargs)
+        dy = numpy_backend.asarray(np.random.default_rng(1).standard_normal(tuple(y.shape)), dtype)
+        grads = spec.backward(dy, cache)
+        return arrays([y, *(grads if isinstance(grads, tuple) else (grads,))])
+
+    previous = npattn_backend.set_threads(1)
+    try:
+        want = forward_backward()
+        monkeypatch.setattr(npattn_backend, "PARALLEL_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(npattn_backend, "CACHE_BLOCK_BYTES", 256)
+        monkeypatch.setattr(npattn_backend, "ELEMENTWISE_BLOCK_BYTES", 256)
+        npattn_backend.set_threads(2)
+        got = forward_backward()
+    finally:
+        npattn_backend.set_threads(previous)
+    tol = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-13)}[dtype]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **tol)
