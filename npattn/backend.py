@@ -754,10 +754,14 @@ __all__ += ["run_parts", "weighted_sum", "channel_dots", "scatter_add_weighted"]
 
 # ------------------------------------------------------------- element-wise work block by block
 
-#: The bytes of one input that :func:`batch_channel_blocks` puts in a block: with the two or
-#: three inputs of a gate and its block-sized temporaries, the working set stays in one core's
-#: L2 (2 MiB here).
-ELEMENTWISE_BLOCK_BYTES = 2 ** 18
+#: The bytes of one input that :func:`batch_channel_blocks` puts in a block.  Note: measured,
+#: not derived from the cache sizes.  Blocks of 256 KiB kept a gate's working set in one core's
+#: L2, but made so many short NumPy calls that two threads contending for the GIL were slower
+#: than one (SimAM 8x64x56x56 float32: 17.0 ms against 13.8); blocks of 1 MiB make a quarter
+#: as many calls and let two threads gain (SimAM 12.0 ms, BAM 22.9 -> 12.4 ms, CoordAttention
+#: 8.1 -> 5.7 ms there), at equal speed on one thread.  Larger blocks lose again where the
+#: batch no longer splits into a block per thread (benchmarks/NOTES.md, 2026-12-08).
+ELEMENTWISE_BLOCK_BYTES = 2 ** 20
 
 
 def batch_channel_blocks(x: Any, *, block_bytes: int | None = None,

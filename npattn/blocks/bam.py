@@ -150,7 +150,7 @@ def bam_forward(x: Any, params: dict[str, Any], dilation: int = 4,
 def _gate_forward(xp: Any, x: Any, m_c: Any, m_s: Any) -> tuple[Any, Any]:
     """``M = sigmoid(m_c + m_s)`` (``sigmoid_forward`` of the broadcast sum) and
     ``y = x * (1 + M)`` (``mul_forward``): the same operations in the same order, computed block
-    by block (:func:`~npattn.backend.batch_channel_blocks`; on NumPy about 256 KiB of ``x`` per
+    by block (:func:`~npattn.backend.batch_channel_blocks`; on NumPy about 1 MiB of ``x`` per
     block, else one block).  What it buys: the sum and the sigmoid's four steps run in ``M``'s
     block itself (:func:`~npattn.backend.store_sigmoid_of_sum`) and ``x (1 + M)`` is written
     straight into ``y``'s (:func:`~npattn.backend.store_scaled`), ``1 + M`` a block-sized

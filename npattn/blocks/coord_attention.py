@@ -156,7 +156,7 @@ def coord_attention_backward(dy: Any, cache: CoordAttentionCache) -> tuple[Any, 
 
 
 # The full-size steps, block by block of (samples, channels) (batch_channel_blocks: on NumPy
-# about 256 KiB of x per block, else one block, the whole array): each reads its full-size
+# about 1 MiB of x per block, else one block, the whole array): each reads its full-size
 # inputs once and writes its output once; the products land straight in the output's block
 # (multiply_to: NumPy's out=), and dm is block-sized, in cache.
 

@@ -70,7 +70,7 @@ def simam_forward(x: Any, params: dict[str, Any] | None = None,
 
     Every statistic belongs to one sample and channel, so the whole computation runs block by
     block of (samples, channels) (:func:`~npattn.backend.batch_channel_blocks`: on NumPy about
-    256 KiB of x per block, else one block): x is read once, y written once, and every
+    1 MiB of x per block, else one block): x is read once, y written once, and every
     temporary is block-sized, in cache.
 
     Parameters
