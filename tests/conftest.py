@@ -80,3 +80,26 @@ def backend(request) -> Backend:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def one_thread_then_every_array_split(monkeypatch: Any, fn: Any) -> tuple[Any, Any]:
+    """``(fn() on the calling thread alone, fn() with npattn's threads splitting every array)``:
+    two threads, no size threshold, cache and element-wise blocks of 256 bytes, so that small
+    test inputs take the threaded NumPy paths, which switch on by themselves only above
+    ``PARALLEL_MIN_ELEMENTS``."""
+    import npattn.backend as npattn_backend
+    previous = npattn_backend.set_threads(1)
+    try:
+        alone = fn()
+        monkeypatch.setattr(npattn_backend, "PARALLEL_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(npattn_backend, "CACHE_BLOCK_BYTES", 256)
+        monkeypatch.setattr(npattn_backend, "ELEMENTWISE_BLOCK_BYTES", 256)
+        npattn_backend.set_threads(2)
+        split = fn()
+    finally:
+        npattn_backend.set_threads(previous)
+    return alone, split
+
+
+#: Tolerances between one thread and two: the same operations, sums grouped differently.
+THREAD_TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-13)}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from array_api_compat import is_array_api_obj
+from conftest import THREAD_TOL, _make_backend, one_thread_then_every_array_split
 
 from npattn.backend import to_numpy
 from npattn.check_all import convert
@@ -115,11 +116,8 @@ def test_linear_op_passes_the_dot_product_test(backend, name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", NAMES)
 def test_threads_give_the_one_thread_results(name, dtype, monkeypatch):
-    """NumPy with every array split between two threads (no size threshold, cache blocks of a
-    few hundred bytes) against the calling thread alone: the examples are far below the sizes
-    where the threaded paths switch on by themselves."""
-    import npattn.backend as npattn_backend
-    from conftest import _make_backend
+    """NumPy with npattn's threads splitting every array against the calling thread alone: the
+    examples are far below the sizes where the threaded paths switch on by themselves."""
     numpy_backend = _make_backend("numpy")
     spec = REGISTRY[name]
 
@@ -130,17 +128,7 @@ def test_threads_give_the_one_thread_results(name, dtype, monkeypatch):
         grads = spec.backward(dy, cache)
         return arrays([y, *(grads if isinstance(grads, tuple) else (grads,))])
 
-    previous = npattn_backend.set_threads(1)
-    try:
-        want = forward_backward()
-        monkeypatch.setattr(npattn_backend, "PARALLEL_MIN_ELEMENTS", 0)
-        monkeypatch.setattr(npattn_backend, "CACHE_BLOCK_BYTES", 256)
-        monkeypatch.setattr(npattn_backend, "ELEMENTWISE_BLOCK_BYTES", 256)
-        npattn_backend.set_threads(2)
-        got = forward_backward()
-    finally:
-        npattn_backend.set_threads(previous)
-    tol = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-13)}[dtype]
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, **tol)
+    alone, split = one_thread_then_every_array_split(monkeypatch, forward_backward)
+    assert len(split) == len(alone)
+    for got, want in zip(split, alone):
+        np.testing.assert_allclose(got, want, **THREAD_TOL[dtype])
