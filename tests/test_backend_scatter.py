@@ -1,5 +1,5 @@
 """scatter_add: each library's path against an explicit loop and against the portable
-sort-and-cumulative-sum version; repeated, empty and boundary bins; dtypes; no mutation.  The
+sort-and-scan version; repeated, empty and boundary bins; dtypes; no mutation.  The
 helpers of image-by-image sampling (scatter_add_weighted, weighted_sum, channel_dots, run_parts): fast paths
 against portable ones and loops, rows split between threads."""
 
@@ -42,6 +42,18 @@ def test_scatter_add_matches_loop_and_portable_version(backend, seed, n, size, c
     np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(backend.to_numpy(portable), backend.to_numpy(got), rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_portable_version_keeps_small_bins_exact_beside_large_ones(backend, dtype):
+    # Bin 1 gets 1e-3 after (in sorted order) 4096 values of 2.5 in bin 0, and before 4096 more
+    # in bin 2: a difference of running totals around 1e4 returns 0 for it in float32.
+    index = np.repeat(np.array([0, 1, 2], dtype=np.int64), [4096, 1, 4096])
+    values = np.concatenate([np.full(4096, 2.5), [1e-3], np.full(4096, 2.5)])
+    perm = np.random.default_rng(0).permutation(index.size)
+    got = scatter_add_portable(backend.asarray(index[perm]), backend.asarray(values[perm], dtype=dtype), 4)
+    want = np.array([10240.0, 1e-3, 10240.0, 0.0], dtype=dtype)
+    np.testing.assert_allclose(backend.to_numpy(got), want, rtol=4 * np.finfo(dtype).eps, atol=0)
 
 
 def test_first_and_last_bins_and_bins_past_the_values(backend):
