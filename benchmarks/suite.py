@@ -4,7 +4,8 @@ Run it as ``python -m npattn bench`` (or ``python benchmarks/suite.py``); ``--he
 options.  For each row it measures, interleaved with PyTorch when PyTorch is installed:
 
 * forward and forward+backward time (gradients for x and every weight, a fixed random ``dy``):
-  warm-up, then several repeats, the median and the spread (interquartile range / median);
+  warm-up, then several repeats (more for a fast row, ``--seconds``), the median and the
+  spread (interquartile range / median);
 * the least bytes the computation must move (every input and output read or written once:
   forward ``x`` and ``y``; forward+backward also ``dy`` and ``dx``), the achieved GB/s, and how
   far the time is above that floor at the copy bandwidth measured at the start of the run;
@@ -395,11 +396,23 @@ def _clock(fn, sync) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(fns_syncs, warmup: int, repeats: int) -> list[list[float]]:
-    """Time several closures in turn, ``repeats`` rounds after ``warmup`` rounds; seconds."""
+#: The most repeats a fast row gets from ``--seconds``.
+MOST_REPEATS = 41
+
+
+def interleaved(fns_syncs, warmup: int, repeats: int, seconds: float = 0.0) -> list[list[float]]:
+    """Time several closures in turn, ``repeats`` rounds after ``warmup`` rounds; seconds.
+
+    With ``seconds``, a row whose rounds are fast gets more of them, up to
+    :data:`MOST_REPEATS`, so that the timed rounds take about ``seconds`` in all (the round's
+    time read from the last warm-up round): a call of a few milliseconds moves by tens of
+    percent on a shared machine, and 7 medians of it are not a measurement.
+    """
+    round_s = 0.0
     for _ in range(warmup):
-        for fn, sync in fns_syncs:
-            _clock(fn, sync)
+        round_s = sum(_clock(fn, sync) for fn, sync in fns_syncs)
+    if seconds > 0 and round_s > 0:
+        repeats = max(repeats, min(MOST_REPEATS, math.ceil(seconds / round_s)))
     times: list[list[float]] = [[] for _ in fns_syncs]
     for _ in range(repeats):
         for k, (fn, sync) in enumerate(fns_syncs):
@@ -552,11 +565,12 @@ class Result:
     torch_peak_mib: float | None
     faults: int | None
     torch_faults: int | None
+    repeats: int = 0
     notes: list = field(default_factory=list)
 
 
 def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
-             warmup: int, repeats: int) -> Result:
+             warmup: int, repeats: int, seconds: float = 0.0) -> Result:
     rng = np.random.default_rng(1)
     runner = case.make(dev, case.dtype, rng)
     pairs = [(runner.forward, dev.sync), (runner.forward_backward, dev.sync)]
@@ -564,7 +578,7 @@ def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
     if ts is not None and case.make_torch is not None:
         trunner = case.make_torch(ts, case.dtype, np.random.default_rng(1))
         pairs += [(trunner.forward, ts.sync), (trunner.forward_backward, ts.sync)]
-    times = interleaved(pairs, warmup, repeats)
+    times = interleaved(pairs, warmup, repeats, seconds)
     fwd, fb = summary(times[0]), summary(times[1])
     tfwd = tfb = None
     if trunner is not None:
@@ -592,7 +606,8 @@ def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
                   fb["median_ms"] / tfb["median_ms"] if tfb else None,
                   floor_ms, fb["median_ms"] / floor_ms,
                   case.floor_bytes_fb / (fb["median_ms"] / 1e3) / 1e9, gflops, mm_floor,
-                  peak, peak_tm, tpeak, faults, tfaults, [case.note] if case.note else [])
+                  peak, peak_tm, tpeak, faults, tfaults, len(times[0]),
+                  [case.note] if case.note else [])
 
 
 def _fmt(v, spec=".2f", none="-"):
@@ -602,8 +617,10 @@ def _fmt(v, spec=".2f", none="-"):
 def markdown(results: list[Result], meta: dict) -> str:
     lines = [f"# npattn benchmark: {meta['machine']}, {meta['date']}", "",
              f"Backend `{meta['backend']}`, PyTorch {meta['torch'] or 'not installed'}, "
-             f"NumPy {meta['numpy']}, {meta['threads']}. Repeats {meta['repeats']} after "
-             f"{meta['warmup']} warm-up rounds, interleaved; medians, spread = IQR/median.", "",
+             f"NumPy {meta['numpy']}, {meta['threads']}. Repeats: at least {meta['repeats']} after "
+             f"{meta['warmup']} warm-up rounds, more for a fast row until its timed rounds take "
+             f"about {meta.get('seconds', 0):g} s (at most {MOST_REPEATS}), interleaved; medians, "
+             "spread = IQR/median, n = repeats.", "",
              f"Ceilings measured in this run: copy {meta['ceilings']['copy_GBps']:.1f} GB/s; "
              f"matmul float32 {meta['ceilings']['matmul_float32_GFLOPs']:.0f} GFLOP/s, "
              f"float64 {meta['ceilings']['matmul_float64_GFLOPs']:.0f} GFLOP/s.", "",
@@ -614,7 +631,7 @@ def markdown(results: list[Result], meta: dict) -> str:
              "Faults = minor page faults of the process during that one forward+backward "
              f"(transparent huge pages: {meta.get('thp', '-')}; glibc malloc settings: "
              f"{meta.get('malloc_env') or 'defaults'}).", "",
-             "| row | shape | dtype | fwd ms | torch fwd | ratio | fwd+bwd ms (spread) | torch fwd+bwd "
+             "| row | shape | dtype | fwd ms | torch fwd | ratio | fwd+bwd ms (spread, n) | torch fwd+bwd "
              "| ratio | bytes floor ms | x floor | GB/s | GFLOP/s (mm floor ms) | peak MiB | torch peak MiB "
              "| faults | torch faults |",
              "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
@@ -624,7 +641,7 @@ def markdown(results: list[Result], meta: dict) -> str:
         lines.append(
             f"| {r.name} | {shape} | {r.dtype} | {r.fwd['median_ms']:.2f} | "
             f"{_fmt(r.torch_fwd and r.torch_fwd['median_ms'])} | {_fmt(r.ratio_fwd)} | "
-            f"{r.fb['median_ms']:.2f} ({r.fb['iqr_pct']:.0f}%) | "
+            f"{r.fb['median_ms']:.2f} ({r.fb['iqr_pct']:.0f}%, {r.repeats}) | "
             f"{_fmt(r.torch_fb and r.torch_fb['median_ms'])} | **{_fmt(r.ratio_fb)}** | "
             f"{r.floor_fb_ms:.2f} | {r.x_floor:.1f} | {r.gbps:.1f} | {gf} | "
             f"{_fmt(r.peak_mib, '.0f')} | {_fmt(r.torch_peak_mib, '.0f')} | "
@@ -676,6 +693,9 @@ def parse(argv):
     p.add_argument("--shapes", nargs="+", help="shapes like 8x64x56x56 (default: the suite's)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=1.0,
+                   help="more repeats for a fast row, until its timed rounds take about this "
+                        f"long (at most {MOST_REPEATS}; 0: exactly --repeats)")
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2)")
     p.add_argument("--npattn-threads", type=int, default=None,
                    help="threads of npattn's NumPy fast paths (default: NPATTN_THREADS, else the "
@@ -705,7 +725,7 @@ def main(argv=None) -> int:
         shapes = qshapes = sshapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
     if args.quick:
         shapes, qshapes, sshapes = shapes[:1], qshapes[:1], sshapes[:1]
-        args.repeats, args.warmup = min(args.repeats, 3), 1
+        args.repeats, args.warmup, args.seconds = min(args.repeats, 3), 1, 0.0
     import npattn.blocks as blocks
     cases: list[Case] = []
     if "block" in args.groups:
@@ -723,7 +743,7 @@ def main(argv=None) -> int:
     print(f"ceilings: {json.dumps({k: round(v, 1) for k, v in ceilings.items()})}", flush=True)
     results = []
     for case in cases:
-        r = run_case(case, dev, ts, ceilings, args.warmup, args.repeats)
+        r = run_case(case, dev, ts, ceilings, args.warmup, args.repeats, args.seconds)
         results.append(r)
         print(f"{r.name:>20} {'x'.join(map(str, r.shape)):>14} {r.dtype}  fwd+bwd "
               f"{r.fb['median_ms']:8.2f} ms  torch {_fmt(r.torch_fb and r.torch_fb['median_ms'], '8.2f')}"
@@ -736,7 +756,8 @@ def main(argv=None) -> int:
             "torch": ts.torch.__version__ if ts else None,
             "threads": f"{os.cpu_count()} cores, PyTorch threads {args.threads}, "
                        f"npattn threads {get_threads()}",
-            "repeats": args.repeats, "warmup": args.warmup, "ceilings": ceilings,
+            "repeats": args.repeats, "warmup": args.warmup, "seconds": args.seconds,
+            "ceilings": ceilings,
             "argv": list(argv or []), "thp": _thp_setting(),
             "malloc_env": " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
                                    if k.startswith("MALLOC_"))}
