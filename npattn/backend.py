@@ -268,8 +268,10 @@ _THREADS = _default_threads()
 _POOL: ThreadPoolExecutor | None = None
 _LOCAL = threading.local()   # .inside: this thread runs parts already (no nested splitting)
 
-#: Below this many elements a pass stays on one thread: handing work to a thread costs tens of
-#: microseconds, as much as a pass over a quarter of a million float32 in cache.
+#: Below this many elements a pass stays on one thread: handing work to a thread and back costs
+#: 60-75 us on the project's 2-core VMs (measured; a thread's wake-up), as much as a pass over
+#: a quarter to half a million float32.  Thresholds from 2^18 to 2^22 measured alike within the
+#: noise across the CBAM family's small shapes (benchmarks/NOTES.md, 2026-12-08).
 PARALLEL_MIN_ELEMENTS = 2 ** 18
 
 
