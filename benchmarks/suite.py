@@ -400,13 +400,17 @@ def _clock(fn, sync) -> float:
 MOST_REPEATS = 41
 
 
-def interleaved(fns_syncs, warmup: int, repeats: int, seconds: float = 0.0) -> list[list[float]]:
+def interleaved(fns_syncs, warmup: int, repeats: int, seconds: float = 0.0,
+                in_turn: bool = True) -> list[list[float]]:
     """Time several closures in turn, ``repeats`` rounds after ``warmup`` rounds; seconds.
 
     With ``seconds``, a row whose rounds are fast gets more of them, up to
     :data:`MOST_REPEATS`, so that the timed rounds take about ``seconds`` in all (the round's
     time read from the last warm-up round): a call of a few milliseconds moves by tens of
-    percent on a shared machine, and 7 medians of it are not a measurement.
+    percent on a shared machine, and 7 medians of it are not a measurement.  With ``in_turn``
+    False (``--order runs``), each closure's repeats run back to back after two untimed calls of
+    its own: no call starts while the other library's threads still spin from its last one,
+    as when a program uses one library at a time.
     """
     round_s = 0.0
     for _ in range(warmup):
@@ -414,6 +418,12 @@ def interleaved(fns_syncs, warmup: int, repeats: int, seconds: float = 0.0) -> l
     if seconds > 0 and round_s > 0:
         repeats = max(repeats, min(MOST_REPEATS, math.ceil(seconds / round_s)))
     times: list[list[float]] = [[] for _ in fns_syncs]
+    if not in_turn:
+        for k, (fn, sync) in enumerate(fns_syncs):
+            for _ in range(2):
+                _clock(fn, sync)
+            times[k] = [_clock(fn, sync) for _ in range(repeats)]
+        return times
     for _ in range(repeats):
         for k, (fn, sync) in enumerate(fns_syncs):
             times[k].append(_clock(fn, sync))
@@ -570,7 +580,7 @@ class Result:
 
 
 def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
-             warmup: int, repeats: int, seconds: float = 0.0) -> Result:
+             warmup: int, repeats: int, seconds: float = 0.0, in_turn: bool = True) -> Result:
     rng = np.random.default_rng(1)
     runner = case.make(dev, case.dtype, rng)
     pairs = [(runner.forward, dev.sync), (runner.forward_backward, dev.sync)]
@@ -578,7 +588,7 @@ def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
     if ts is not None and case.make_torch is not None:
         trunner = case.make_torch(ts, case.dtype, np.random.default_rng(1))
         pairs += [(trunner.forward, ts.sync), (trunner.forward_backward, ts.sync)]
-    times = interleaved(pairs, warmup, repeats, seconds)
+    times = interleaved(pairs, warmup, repeats, seconds, in_turn)
     fwd, fb = summary(times[0]), summary(times[1])
     tfwd = tfb = None
     if trunner is not None:
@@ -619,7 +629,9 @@ def markdown(results: list[Result], meta: dict) -> str:
              f"Backend `{meta['backend']}`, PyTorch {meta['torch'] or 'not installed'}, "
              f"NumPy {meta['numpy']}, {meta['threads']}. Repeats: at least {meta['repeats']} after "
              f"{meta['warmup']} warm-up rounds, more for a fast row until its timed rounds take "
-             f"about {meta.get('seconds', 0):g} s (at most {MOST_REPEATS}), interleaved; medians, "
+             f"about {meta.get('seconds', 0):g} s (at most {MOST_REPEATS}), "
+             + ("each side's repeats in a run of their own" if meta.get("order") == "runs" else "interleaved")
+             + "; medians, "
              "spread = IQR/median, n = repeats.", "",
              f"Ceilings measured in this run: copy {meta['ceilings']['copy_GBps']:.1f} GB/s; "
              f"matmul float32 {meta['ceilings']['matmul_float32_GFLOPs']:.0f} GFLOP/s, "
@@ -693,6 +705,9 @@ def parse(argv):
     p.add_argument("--shapes", nargs="+", help="shapes like 8x64x56x56 (default: the suite's)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--order", choices=["interleaved", "runs"], default="interleaved",
+                   help="interleaved: npattn's and PyTorch's calls alternate; runs: each side's "
+                        "repeats back to back (no call meets the other library's spinning threads)")
     p.add_argument("--seconds", type=float, default=1.0,
                    help="more repeats for a fast row, until its timed rounds take about this "
                         f"long (at most {MOST_REPEATS}; 0: exactly --repeats)")
@@ -743,7 +758,8 @@ def main(argv=None) -> int:
     print(f"ceilings: {json.dumps({k: round(v, 1) for k, v in ceilings.items()})}", flush=True)
     results = []
     for case in cases:
-        r = run_case(case, dev, ts, ceilings, args.warmup, args.repeats, args.seconds)
+        r = run_case(case, dev, ts, ceilings, args.warmup, args.repeats, args.seconds,
+                     args.order == "interleaved")
         results.append(r)
         print(f"{r.name:>20} {'x'.join(map(str, r.shape)):>14} {r.dtype}  fwd+bwd "
               f"{r.fb['median_ms']:8.2f} ms  torch {_fmt(r.torch_fb and r.torch_fb['median_ms'], '8.2f')}"
@@ -757,6 +773,7 @@ def main(argv=None) -> int:
             "threads": f"{os.cpu_count()} cores, PyTorch threads {args.threads}, "
                        f"npattn threads {get_threads()}",
             "repeats": args.repeats, "warmup": args.warmup, "seconds": args.seconds,
+            "order": args.order,
             "ceilings": ceilings,
             "argv": list(argv or []), "thp": _thp_setting(),
             "malloc_env": " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
