@@ -56,6 +56,14 @@ def test_portable_version_keeps_small_bins_exact_beside_large_ones(backend, dtyp
     np.testing.assert_allclose(backend.to_numpy(got), want, rtol=4 * np.finfo(dtype).eps, atol=0)
 
 
+def test_portable_version_keeps_an_inf_in_its_own_bin(backend):
+    # A difference of running totals made every bin after an inf one NaN (inf - inf).
+    index = np.array([0, 1, 1, 2], dtype=np.int64)
+    values = np.array([1.0, np.inf, 1.0, 2.0])
+    got = scatter_add_portable(backend.asarray(index), backend.asarray(values), 4)
+    np.testing.assert_array_equal(backend.to_numpy(got), [1.0, np.inf, 2.0, 0.0])
+
+
 def test_first_and_last_bins_and_bins_past_the_values(backend):
     index = np.array([4, 0, 4, 0, 4], dtype=np.int64)
     values = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
