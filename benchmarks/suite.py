@@ -400,9 +400,11 @@ def _clock(fn, sync) -> float:
 MOST_REPEATS = 41
 
 
-def interleaved(fns_syncs, warmup: int, repeats: int, seconds: float = 0.0,
-                in_turn: bool = True) -> list[list[float]]:
-    """Time several closures in turn, ``repeats`` rounds after ``warmup`` rounds; seconds.
+def timed_rounds(fns_syncs, warmup: int, repeats: int, seconds: float = 0.0,
+                 in_turn: bool = True) -> list[list[float]]:
+    """Time several closures, ``repeats`` calls each after ``warmup`` rounds of all; seconds.
+
+    By default (``in_turn``) the timed calls alternate between the closures, round by round.
 
     With ``seconds``, a row whose rounds are fast gets more of them, up to
     :data:`MOST_REPEATS`, so that the timed rounds take about ``seconds`` in all (the round's
@@ -542,11 +544,11 @@ def measure_ceilings(dev: Device, quick: bool) -> dict:
     def copy():  # into a buffer already faulted in: the bandwidth, not the page faults
         b[...] = a
 
-    t = min(interleaved([(copy, dev.sync)], 1, 5)[0])
+    t = min(timed_rounds([(copy, dev.sync)], 1, 5)[0])
     out = {"copy_GBps": 2 * n * 4 / t / 1e9}
     for dt in ("float32", "float64"):
         m = xp.asarray(np.random.default_rng(0).standard_normal((2048, 2048)).astype(dt))
-        t = min(interleaved([(lambda: xp.matmul(m, m), dev.sync)], 1, 3)[0])
+        t = min(timed_rounds([(lambda: xp.matmul(m, m), dev.sync)], 1, 3)[0])
         out[f"matmul_{dt}_GFLOPs"] = 2 * 2048**3 / t / 1e9
     return out
 
@@ -588,7 +590,7 @@ def run_case(case: Case, dev: Device, ts: TorchSide | None, ceilings: dict,
     if ts is not None and case.make_torch is not None:
         trunner = case.make_torch(ts, case.dtype, np.random.default_rng(1))
         pairs += [(trunner.forward, ts.sync), (trunner.forward_backward, ts.sync)]
-    times = interleaved(pairs, warmup, repeats, seconds, in_turn)
+    times = timed_rounds(pairs, warmup, repeats, seconds, in_turn)
     fwd, fb = summary(times[0]), summary(times[1])
     tfwd = tfb = None
     if trunner is not None:
